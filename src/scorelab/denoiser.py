@@ -1,0 +1,39 @@
+"""The one convention: a denoiser ``D(x, sigma) -> x0_hat`` (Karras et al. 2022, Sec. 2).
+
+``x`` has shape ``(B, *shape)``; ``sigma`` is a float, a 0-d tensor or a ``(B,)`` tensor. The
+noised data are ``x = x0 + sigma * eps`` and the score is ``(D(x, sigma) - x) / sigma**2``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+
+class Denoiser(Protocol):
+    def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor: ...
+
+
+def as_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
+    """``sigma`` as a ``(B,)`` tensor in ``x``'s dtype and device; rejects sigma <= 0."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(x.shape[0])
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
+    if not torch.compiler.is_compiling() and not bool((sigma > 0).all()):
+        raise ValueError("sigma must be > 0 for a denoiser evaluation")
+    return sigma
+
+
+def append_dims(v: Tensor, ndim: int) -> Tensor:
+    """Reshape a ``(B,)`` tensor to ``(B, 1, ..., 1)`` with ``ndim`` dimensions, for broadcasting."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def score(denoiser: Denoiser, x: Tensor, sigma: Tensor | float) -> Tensor:
+    """Score of the noised distribution, ``(D(x, sigma) - x) / sigma**2`` (Tweedie's formula)."""
+    s = as_sigma(sigma, x)
+    return (denoiser(x, s) - x) / append_dims(s, x.ndim) ** 2

@@ -1,0 +1,36 @@
+"""Networks: raw F(x, c_noise) models and the EDM preconditioning that makes them denoisers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from .mlp import MLP
+from .precond import EDMPrecond
+from .unet import UNet
+
+__all__ = ["MLP", "UNet", "EDMPrecond", "MODELS", "build_denoiser"]
+
+MODELS = ("mlp", "unet")
+
+
+def build_denoiser(model: str, data_shape: Sequence[int], sigma_data: float,
+                   options: dict[str, Any] | None = None) -> EDMPrecond:
+    """The preconditioned network named ``model`` for data of shape ``data_shape`` (one example)."""
+    options = dict(options or {})
+    shape = tuple(data_shape)
+    if model == "mlp":
+        if len(shape) != 1:
+            raise ValueError(f"model 'mlp' needs vector data (N, D); this data has examples of shape {shape} "
+                             "(use --model unet for images)")
+        net: nn.Module = MLP(shape[0], **options)
+    elif model == "unet":
+        if len(shape) != 3:
+            raise ValueError(f"model 'unet' needs images (N, C, H, W); this data has examples of shape {shape} "
+                             "(use --model mlp for vectors)")
+        net = UNet(shape[0], shape[1:], **options)
+    else:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    return EDMPrecond(net, sigma_data)

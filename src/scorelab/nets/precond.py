@@ -1,0 +1,36 @@
+"""EDM preconditioning: turns a raw network F into a denoiser D(x, sigma)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..denoiser import append_dims, as_sigma
+
+
+class EDMPrecond(nn.Module):
+    """D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) with (Karras et al. 2022, Table 1, eq. 7)
+    c_skip = sigma_d^2/(sigma^2 + sigma_d^2), c_out = sigma sigma_d / sqrt(sigma^2 + sigma_d^2),
+    c_in = 1/sqrt(sigma^2 + sigma_d^2), c_noise = ln(sigma)/4.
+
+    The network runs in its own parameter dtype; the result is returned in x's dtype, so a
+    float32 network can be called from float64 analysis code."""
+
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        self.net = net
+        self.sigma_data = float(sigma_data)
+
+    def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        sigma = as_sigma(sigma, x)
+        s = append_dims(sigma, x.ndim)
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (s**2 + sd2)
+        c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
+        c_in = 1 / (s**2 + sd2).sqrt()
+        c_noise = sigma.log() / 4
+        dtype = next(self.net.parameters()).dtype
+        F = self.net((c_in * x).to(dtype), c_noise.to(dtype))
+        return c_skip * x + c_out * F.to(x.dtype)
+

@@ -1,0 +1,307 @@
+"""The training loop, one for every model and loss: Adam with LR warm-up, EMA of the weights,
+a non-finite guard, atomic checkpoints, exact resume, metrics.jsonl and a progress bar."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import __version__
+from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, load_module_state, save_checkpoint, split_prefix
+from .data import load_dataset
+from .losses import EDMLoss
+from .nets import EDMPrecond, build_denoiser
+from .runs import CONFIG, METRICS, checkpoint_path, checkpoints, latest_checkpoint, read_config
+
+LOSSES = ("edm",)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, a run that does not match its config, ...)."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved as config.json so the run can be repeated."""
+
+    data: str = "gmm3"
+    model: str = "mlp"
+    loss: str = "edm"
+    steps: int = 4000
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup: int = 100            # steps of linear learning-rate warm-up
+    ema_halflife: float = 500.0  # EMA half-life in steps (EDM's ema_halflife_kimg, in steps)
+    ema_rampup: float = 0.1      # half-life at most ema_rampup * step early on (EDM)
+    seed: int = 0
+    sigma_data: float | None = None  # None: the data's standard deviation
+    P_mean: float | None = None      # None: -1.2 + ln(sigma_data / 0.5), EDM's shifted to the data scale
+    P_std: float = 1.2
+    n_data: int = 100_000            # samples drawn for a toy dataset
+    model_options: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    device: str = "auto"
+
+    # Settings that may change when a run is resumed; all others must match.
+    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "device")
+
+    def validate(self) -> None:
+        positive = ("steps", "batch_size", "checkpoint_every", "log_every", "n_data", "keep_checkpoints")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.warmup < 0 or not self.ema_halflife > 0 or not self.P_std > 0:
+            raise ValueError("need lr > 0, warmup >= 0, ema_halflife > 0 and P_std > 0")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and is saved in a checkpoint."""
+
+    model: EDMPrecond
+    ema: EDMPrecond
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+    skipped: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_at(step: int, lr: float, warmup: int) -> float:
+    """Linear warm-up over the first ``warmup`` steps, then constant."""
+    return lr * min(1.0, step / warmup) if warmup > 0 else lr
+
+
+def ema_beta(step: int, halflife: float, rampup: float) -> float:
+    """Per-step EMA decay with half-life ``halflife`` steps, ramped up as min(halflife, rampup*step)."""
+    h = min(halflife, rampup * step) if rampup > 0 else halflife
+    return 0.5 ** (1 / max(h, 1e-8))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1 - beta)
+
+
+def resolve_config(config: TrainConfig, data: Tensor) -> TrainConfig:
+    """Fill in the data-dependent defaults (sigma_data, P_mean)."""
+    sigma_data = config.sigma_data if config.sigma_data is not None else float(data.double().std())
+    if not sigma_data > 0:
+        raise TrainingError("the data have zero variance; pass sigma_data explicitly")
+    P_mean = config.P_mean if config.P_mean is not None else -1.2 + math.log(sigma_data / 0.5)
+    return replace(config, sigma_data=sigma_data, P_mean=P_mean)
+
+
+def build_state(config: TrainConfig, data_shape: tuple[int, ...], device: torch.device) -> TrainState:
+    torch.manual_seed(config.seed)  # network initialisation
+    model = build_denoiser(config.model, data_shape, config.sigma_data, config.model_options).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr_at(0, config.lr, config.warmup))
+    generator = torch.Generator(device).manual_seed(config.seed)
+    return TrainState(model, ema, optimizer, generator)
+
+
+def state_tensors(state: TrainState) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The state as flat tensors plus JSON-able optimizer hyper-parameters."""
+    tensors = {f"model.{k}": v for k, v in state.model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in state.ema.state_dict().items()})
+    opt = state.optimizer.state_dict()
+    for idx, entry in opt["state"].items():
+        for key, value in entry.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
+    tensors["rng.train"] = state.generator.get_state()
+    return tensors, {"param_groups": opt["param_groups"]}
+
+
+def restore_state(state: TrainState, tensors: dict[str, Tensor], meta: dict[str, Any], where: Path) -> None:
+    load_module_state(state.model, split_prefix(tensors, "model"), f"checkpoint {where}")
+    load_module_state(state.ema, split_prefix(tensors, "ema"), f"checkpoint {where}")
+    optim: dict[int, dict[str, Tensor]] = {}
+    for key, value in split_prefix(tensors, "optim").items():
+        idx, name = key.split(".", 1)
+        optim.setdefault(int(idx), {})[name] = value
+    try:
+        state.optimizer.load_state_dict({"state": optim, "param_groups": meta["optimizer"]["param_groups"]})
+        state.generator.set_state(tensors["rng.train"].cpu())
+        state.step, state.skipped = int(meta["step"]), int(meta.get("skipped", 0))
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {where} has an incomplete training state ({e})") from None
+
+
+def save_state(run: Path, state: TrainState, config: TrainConfig, data_shape: tuple[int, ...]) -> Path:
+    tensors, optimizer = state_tensors(state)
+    meta = {"format": 1, "scorelab_version": __version__, "step": state.step, "skipped": state.skipped,
+            "config": asdict(config), "data_shape": list(data_shape), "optimizer": optimizer}
+    path = checkpoint_path(run, state.step)
+    save_checkpoint(path, tensors, meta)
+    for _, old in checkpoints(run)[:-config.keep_checkpoints]:
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
+    return path
+
+
+@contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """An event set by the first Ctrl-C or SIGTERM, so the loop stops between two steps and saves;
+    a second Ctrl-C interrupts at once."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def check_resumable(run: Path, config: TrainConfig) -> None:
+    saved = read_config(run)
+    for key, value in asdict(config).items():
+        if key not in TrainConfig.RESUMABLE and saved.get(key) != value:
+            raise TrainingError(f"cannot resume {run}: setting {key!r} is {value!r} now but "
+                                f"{saved.get(key)!r} in the run")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after ``step`` (written before a crash, then redone on resume)."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+        atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    step: int
+    checkpoint: Path
+    interrupted: bool
+    last_loss: float
+
+
+Callback = Callable[[TrainState], "dict[str, Any] | None"]
+
+
+def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+          callbacks: list[Callback] | None = None, stop: threading.Event | None = None) -> TrainResult:
+    """Train a denoiser into the run directory ``out``; with ``resume`` continue from its latest
+    checkpoint (exactly: optimizer, EMA and RNG state are restored). Stops cleanly between two
+    steps on Ctrl-C/SIGTERM or when ``stop`` is set, leaving a resumable checkpoint."""
+    config.validate()
+    run = Path(out)
+    device = resolve_device(config.device)
+    data = load_dataset(config.data, n=config.n_data, seed=config.seed)
+    config = resolve_config(config, data)
+    if resume:
+        check_resumable(run, config)
+    elif (run / CONFIG).exists():
+        raise TrainingError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    data = data.to(device)
+    data_shape = tuple(data.shape[1:])
+    state = build_state(config, data_shape, device)
+    if resume and (ckpt := latest_checkpoint(run)) is not None:
+        tensors, meta = load_checkpoint(ckpt, device)
+        restore_state(state, tensors, meta, ckpt)
+        truncate_metrics(run / METRICS, state.step)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / CONFIG, json.dumps(asdict(config), indent=2))
+    loss_fn = EDMLoss(config.sigma_data, config.P_mean, config.P_std)
+    return _loop(config, run, data, state, loss_fn, progress, callbacks or [], stop)
+
+
+def _step(state: TrainState, data: Tensor, loss_fn: EDMLoss, config: TrainConfig) -> float:
+    """One optimizer step; returns the loss. Non-finite gradients skip the update."""
+    idx = torch.randint(len(data), (config.batch_size,), generator=state.generator, device=data.device)
+    loss = loss_fn(state.model, data[idx], state.generator).mean()
+    if not torch.isfinite(loss):
+        raise TrainingError(f"non-finite loss ({loss.item()}) at step {state.step + 1}")
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for p in state.model.parameters() if p.grad is not None]
+    state.step += 1
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr_at(state.step, config.lr, config.warmup)
+    if all(bool(torch.isfinite(g).all()) for g in grads):
+        state.optimizer.step()
+    else:
+        state.skipped += 1
+    ema_update(state.ema, state.model, ema_beta(state.step, config.ema_halflife, config.ema_rampup))
+    return loss.item()
+
+
+def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_fn: EDMLoss,
+          progress: bool, callbacks: list[Callback], stop: threading.Event | None) -> TrainResult:
+    data_shape = tuple(data.shape[1:])
+    losses: list[float] = []
+    last_loss = float("nan")
+    last_ckpt = latest_checkpoint(run)
+    interrupted = False
+    bar = tqdm(total=config.steps, initial=state.step, disable=not progress, desc=f"train {run.name}")
+    t_log = time.perf_counter()
+    with stop_requests() as signalled, (run / METRICS).open("a") as metrics:
+        while state.step < config.steps:
+            if signalled.is_set() or (stop is not None and stop.is_set()):
+                interrupted = True
+                break
+            last_loss = _step(state, data, loss_fn, config)
+            losses.append(last_loss)
+            extra: dict[str, Any] = {}
+            for cb in callbacks:
+                extra.update(cb(state) or {})
+            if state.step % config.log_every == 0 or extra:
+                elapsed = time.perf_counter() - t_log
+                speed = len(losses) * config.batch_size / max(elapsed, 1e-9)
+                line = {"step": state.step, "loss": sum(losses) / len(losses),
+                        "lr": state.optimizer.param_groups[0]["lr"], "examples_per_s": speed,
+                        "skipped": state.skipped, **extra}
+                metrics.write(json.dumps(line) + "\n")
+                metrics.flush()
+                bar.set_postfix(loss=f"{line['loss']:.4f}", ex_s=f"{speed:.0f}")
+                losses, t_log = [], time.perf_counter()
+            bar.update(1)
+            if state.step % config.checkpoint_every == 0:
+                last_ckpt = save_state(run, state, config, data_shape)
+        bar.close()
+        if last_ckpt is None or checkpoints(run)[-1][0] != state.step:
+            last_ckpt = save_state(run, state, config, data_shape)
+    if interrupted:
+        tqdm.write(f"interrupted at step {state.step}: checkpoint {last_ckpt}; resume with --resume")
+    return TrainResult(run, state.step, last_ckpt, interrupted, last_loss)

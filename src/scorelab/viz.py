@@ -1,0 +1,66 @@
+"""Figures a person looks at: 2-D scatter over a density, image grids, curves.
+
+Uses matplotlib's object-oriented API (no pyplot global state, no display needed); imported
+only where a figure is drawn, so ``import scorelab`` stays free of plotting packages."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def scatter_2d(samples: Tensor, path: str | Path, *, log_prob: Callable[[Tensor], Tensor] | None = None,
+               reference: Tensor | None = None, title: str = "", max_points: int = 5000) -> Path:
+    """Samples as points over the true density (filled contours of exp(log_prob)) and, if given,
+    reference samples side by side."""
+    panels = [("samples", samples)] + ([("reference", reference)] if reference is not None else [])
+    fig = Figure(figsize=(5 * len(panels), 5))
+    pts = torch.cat([p for _, p in panels]).double()
+    lo = (pts.quantile(0.001, dim=0) - 2).tolist()
+    hi = (pts.quantile(0.999, dim=0) + 2).tolist()
+    for j, (name, x) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), j + 1)
+        if log_prob is not None:
+            gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 200, dtype=torch.float64),
+                                    torch.linspace(lo[1], hi[1], 200, dtype=torch.float64), indexing="xy")
+            with torch.no_grad():
+                grid = torch.stack([gx.flatten(), gy.flatten()], 1).to(samples.dtype)
+                density = log_prob(grid).double().exp().reshape(gx.shape)
+            ax.contourf(gx.numpy(), gy.numpy(), density.numpy(), levels=20, cmap="Blues")
+        x = x[:max_points].double().numpy()
+        ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:red", alpha=0.5, linewidths=0)
+        ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), aspect="equal", title=f"{title} {name}".strip())
+    return _save(fig, path)
+
+
+def image_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, title: str = "") -> Path:
+    """A grid of images in [-1, 1], (N, C, H, W), C = 1 (gray) or 3 (RGB)."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+    n, c, h, w = x.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol = math.ceil(n / nrow)
+    grid = np.ones((ncol * (h + 1) + 1, nrow * (w + 1) + 1, c))
+    for k in range(n):
+        r, q = divmod(k, nrow)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = x[k].transpose(1, 2, 0)
+    fig = Figure(figsize=(max(3.0, nrow * w / 16), max(3.0, ncol * h / 16) + (0.4 if title else 0)))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

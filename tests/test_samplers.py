@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+
+from scorelab.nets import MLP, EDMPrecond
+from scorelab.sample import CountNFE, euler, heun, noise_for_seeds
+from scorelab.sample.generate import generate
+from scorelab.schedules import karras
+
+MU, VAR = 1.5, 0.7
+
+
+def gaussian_denoiser(x, sigma):
+    """Exact denoiser of N(MU, VAR) in every coordinate."""
+    s2 = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1))) ** 2
+    return MU + VAR / (VAR + s2) * (x - MU)
+
+
+def exact_flow(x_T, sigma_T, sigma):
+    """PF-ODE solution for N(MU, VAR): x(sigma) = MU + sqrt((VAR + sigma^2)/(VAR + sigma_T^2)) (x_T - MU)."""
+    return MU + math.sqrt((VAR + sigma**2) / (VAR + sigma_T**2)) * (x_T - MU)
+
+
+def sampler_error(sampler, n):
+    sigmas = torch.linspace(10.0, 0.5, n + 1, dtype=torch.float64)
+    x_T = torch.linspace(-20, 20, 11, dtype=torch.float64)[:, None]
+    x = sampler(gaussian_denoiser, x_T, sigmas)
+    return (x - exact_flow(x_T, 10.0, 0.5)).abs().max().item()
+
+
+def test_euler_converges_at_first_order():
+    e1, e2 = sampler_error(euler, 50), sampler_error(euler, 100)
+    assert 1.8 < e1 / e2 < 2.2
+
+
+def test_heun_converges_at_second_order():
+    e1, e2 = sampler_error(heun, 20), sampler_error(heun, 40)
+    assert 3.6 < e1 / e2 < 4.4
+    assert e2 < 0.02
+
+
+def test_heun_to_zero_reaches_the_exact_end_point_on_a_fine_karras_grid():
+    x_T = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80
+    x0 = heun(gaussian_denoiser, x_T, karras(256, 0.002, 80.0))
+    assert torch.allclose(x0, exact_flow(x_T, 80.0, 0.0), atol=1e-3)  # |x_T| ~ 100
+
+
+def test_nfe_is_2n_minus_1_for_heun_and_n_for_euler():
+    x = torch.randn(5, 2, dtype=torch.float64) * 80
+    counted = CountNFE(gaussian_denoiser)
+    heun(counted, x, karras(18))
+    assert counted.nfe(5) == 2 * 18 - 1 and counted.calls == 35
+    counted = CountNFE(gaussian_denoiser)
+    euler(counted, x, karras(18))
+    assert counted.nfe(5) == 18
+
+
+def test_callback_sees_every_step_with_its_sigma_and_denoised():
+    seen = []
+    sigmas = karras(6, dtype=torch.float32)
+    heun(gaussian_denoiser, torch.randn(4, 2) * 80, sigmas,
+         callback=lambda i, s, x, d: seen.append((i, float(s), x.shape, d.shape)))
+    assert [i for i, *_ in seen] == list(range(6))
+    assert [s for _, s, *_ in seen] == pytest.approx(sigmas[:-1].tolist())
+
+
+def test_samplers_run_in_float32():
+    x = heun(gaussian_denoiser, torch.randn(4, 2) * 80, karras(10))
+    assert x.dtype == torch.float32 and bool(torch.isfinite(x).all())
+
+
+@pytest.mark.parametrize("bad", [[1.0], [1.0, 2.0, 0.0], [1.0, float("nan"), 0.0], [1.0, -0.5]])
+def test_invalid_sigma_grids_are_rejected(bad):
+    with pytest.raises(ValueError):
+        heun(gaussian_denoiser, torch.zeros(2, 1), bad)
+
+
+def test_churn_adds_noise_and_a_seed_reproduces_it():
+    x = torch.full((4, 2), 10.0, dtype=torch.float64)
+    sigmas = karras(10, 0.002, 10.0)
+    plain = heun(gaussian_denoiser, x, sigmas)
+    a = heun(gaussian_denoiser, x, sigmas, S_churn=10, generator=torch.Generator().manual_seed(1))
+    b = heun(gaussian_denoiser, x, sigmas, S_churn=10, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.allclose(a, plain)
+
+
+def test_a_sample_depends_only_on_its_seed_not_on_the_batch():
+    torch.manual_seed(0)
+    denoiser = EDMPrecond(MLP(2, width=32, depth=2), sigma_data=1.0).eval()
+    seeds = list(range(10))
+    for options in ({}, {"S_churn": 5.0}):
+        big, _ = generate(denoiser, (2,), seeds, steps=8, batch_size=10, **options)
+        small, _ = generate(denoiser, (2,), seeds[3:6], steps=8, batch_size=2, **options)
+        assert torch.allclose(big[3:6], small, atol=1e-5, rtol=1e-5)
+    noise, _ = noise_for_seeds([7, 8], (3,))
+    noise2, _ = noise_for_seeds([8], (3,))
+    assert torch.equal(noise[1], noise2[0])

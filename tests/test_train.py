@@ -1,0 +1,101 @@
+import json
+import threading
+
+import pytest
+import torch
+
+from scorelab.checkpoint import load_checkpoint
+from scorelab.runs import checkpoints, load_denoiser
+from scorelab.train import TrainConfig, TrainingError, ema_beta, lr_at, train
+
+
+def small_config(**kw):
+    base = dict(data="gmm3", model="mlp", steps=30, batch_size=64, n_data=2000, warmup=5, ema_halflife=10,
+                log_every=1, checkpoint_every=1000, model_options={"width": 32, "depth": 2}, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def losses(run):
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_tensors(run):
+    tensors, meta = load_checkpoint(checkpoints(run)[-1][1])
+    return tensors, meta["step"]
+
+
+def stop_at(step, event):
+    def callback(state):
+        if state.step == step:
+            event.set()
+    return callback
+
+
+def test_resumed_training_matches_uninterrupted_training_step_for_step(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(small_config(), a, progress=False)
+    stop = threading.Event()
+    result = train(small_config(), b, progress=False, callbacks=[stop_at(12, stop)], stop=stop)
+    assert result.interrupted and result.step == 12
+    assert checkpoints(b)[-1][0] == 12  # an interruption leaves a resumable checkpoint
+    train(small_config(), b, resume=True, progress=False)
+    assert losses(a) == losses(b) and len(losses(a)) == 30
+    (ta, sa), (tb, sb) = final_tensors(a), final_tensors(b)
+    assert sa == sb == 30
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k  # weights, EMA, Adam moments and RNG state
+
+
+def test_resume_can_extend_the_number_of_steps(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(small_config(steps=20), a, progress=False)
+    train(small_config(steps=8), b, progress=False)
+    train(small_config(steps=20), b, resume=True, progress=False)
+    assert losses(a) == losses(b)
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    def poison(state):
+        if state.step == 5:
+            with torch.no_grad():
+                next(state.model.parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingError, match="non-finite loss"):
+        train(small_config(checkpoint_every=4), tmp_path / "r", progress=False, callbacks=[poison])
+    assert [s for s, _ in checkpoints(tmp_path / "r")] == [4]
+    denoiser, meta = load_denoiser(tmp_path / "r", weights="model")
+    assert meta["step"] == 4
+    assert all(bool(torch.isfinite(p).all()) for p in denoiser.parameters())
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(tmp_path):
+    train(small_config(steps=3), tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "config.json").read_text()
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(small_config(steps=5, lr=5e-4), tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "config.json").read_text() == before
+
+
+def test_resume_refuses_a_changed_setting(tmp_path):
+    train(small_config(steps=3), tmp_path / "r", progress=False)
+    with pytest.raises(TrainingError, match="batch_size"):
+        train(small_config(steps=5, batch_size=32), tmp_path / "r", resume=True, progress=False)
+
+
+def test_only_the_last_checkpoints_are_kept(tmp_path):
+    train(small_config(steps=10, checkpoint_every=2, keep_checkpoints=2), tmp_path / "r", progress=False)
+    assert [s for s, _ in checkpoints(tmp_path / "r")] == [8, 10]
+
+
+def test_ema_and_lr_schedules():
+    assert lr_at(0, 1e-3, 10) == 0 and lr_at(5, 1e-3, 10) == pytest.approx(5e-4) and lr_at(50, 1e-3, 10) == 1e-3
+    assert ema_beta(100, 50, 0.0) == pytest.approx(0.5 ** (1 / 50))
+    assert ema_beta(10, 50, 0.1) == pytest.approx(0.5)  # half-life ramped to 1 step
+
+
+def test_invalid_settings_are_rejected():
+    with pytest.raises(ValueError, match="batch_size"):
+        small_config(batch_size=0).validate()
+    with pytest.raises(ValueError, match="unknown loss"):
+        small_config(loss="nope").validate()
