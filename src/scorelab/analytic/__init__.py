@@ -1,0 +1,6 @@
+"""Analytical score models: denoisers ``D(x, sigma)`` with closed-form scores and densities."""
+
+from scorelab.analytic.gaussian import Gaussian, Isotropic
+from scorelab.analytic.gaussian_mixture import GaussianMixture
+
+__all__ = ["Gaussian", "GaussianMixture", "Isotropic"]
