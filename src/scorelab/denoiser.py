@@ -16,15 +16,19 @@ class Denoiser(Protocol):
     def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor: ...
 
 
-def as_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
-    """``sigma`` as a ``(B,)`` tensor in ``x``'s dtype and device; rejects sigma <= 0."""
+def as_sigma(sigma: Tensor | float, x: Tensor, *, allow_zero: bool = False) -> Tensor:
+    """``sigma`` as a ``(B,)`` tensor in ``x``'s dtype and device; rejects sigma <= 0
+    (sigma < 0 with ``allow_zero``, for densities of the clean distribution)."""
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
     if sigma.shape != (x.shape[0],):
         raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
-    if not torch.compiler.is_compiling() and not bool((sigma > 0).all()):
-        raise ValueError("sigma must be > 0 for a denoiser evaluation")
+    if not torch.compiler.is_compiling():
+        if allow_zero and not bool((sigma >= 0).all()):
+            raise ValueError("sigma must be >= 0")
+        if not allow_zero and not bool((sigma > 0).all()):
+            raise ValueError("sigma must be > 0 for a denoiser evaluation")
     return sigma
 
 

@@ -61,7 +61,7 @@ class Isotropic(nn.Module):
     def log_prob(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """``log N(x; mu, sigma^2 I)``, shape ``(B,)``; a point mass has no density at sigma = 0."""
         xf = _flat(x, self.shape, self.mu.dtype)
-        s = _as_sigma_nonneg(sigma, xf)
+        s = as_sigma(sigma, xf, allow_zero=True)
         if bool((s == 0).any()):
             raise ValueError("Isotropic is a point mass: log_prob needs sigma > 0")
         s2 = s**2
@@ -158,7 +158,7 @@ class Gaussian(nn.Module):
 
         ``sigma = 0`` is allowed only for a non-degenerate Gaussian (``rank == dim``)."""
         xf = _flat(x, self.shape, self.mu.dtype)
-        s = _as_sigma_nonneg(sigma, xf)
+        s = as_sigma(sigma, xf, allow_zero=True)
         deficient = self.rank < self.dim
         if deficient and bool((s == 0).any()):
             raise ValueError(
@@ -252,18 +252,6 @@ def _flat(x: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     if tuple(x.shape[1:]) != shape or x.ndim != len(shape) + 1:
         raise ValueError(f"x must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
     return x.reshape(x.shape[0], -1)
-
-
-def _as_sigma_nonneg(sigma: Tensor | float, x: Tensor) -> Tensor:
-    """Like :func:`scorelab.denoiser.as_sigma`, but ``sigma = 0`` (the clean density) is allowed."""
-    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-    if sigma.ndim == 0:
-        sigma = sigma.expand(x.shape[0])
-    if sigma.shape != (x.shape[0],):
-        raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
-    if not bool((sigma >= 0).all()):
-        raise ValueError("sigma must be >= 0")
-    return sigma
 
 
 __all__ = ["Gaussian", "Isotropic", "principal_axes"]

@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from scorelab.analytic.gaussian import (
     _LOG_2PI,
-    _as_sigma_nonneg,
     _check_axes,
     _eig_from_cov,
     _flat,
@@ -162,7 +161,7 @@ class GaussianMixture(nn.Module):
 
     def _log_n(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         xf = _flat(x, self.shape, self.mu.dtype)
-        s = _as_sigma_nonneg(sigma, xf)
+        s = as_sigma(sigma, xf, allow_zero=True)
         if bool((s == 0).any()) and bool((self.ranks < self.dim).any()):
             raise ValueError(
                 f"component ranks {self.ranks.tolist()} < dim {self.dim}: no density at sigma = 0"
