@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ GMM3_SAMPLER = {"steps": 18, "sigma_min": 0.1, "sigma_max": 80.0, "rho": 9.0}
 
 def _train(config: TrainConfig, run: Path, quick: bool, progress: bool) -> float:
     if quick:
-        config = TrainConfig(**{**config.__dict__, "steps": QUICK_STEPS, "checkpoint_every": QUICK_STEPS})
+        config = replace(config, steps=QUICK_STEPS, checkpoint_every=QUICK_STEPS)
     t0 = time.perf_counter()
     train(config, run, resume=(run / CONFIG).exists(), progress=progress)
     return time.perf_counter() - t0
