@@ -39,9 +39,19 @@ def _train(config: TrainConfig, run: Path, quick: bool, progress: bool) -> float
     return time.perf_counter() - t0
 
 
-def _save_samples(run: Path, samples: torch.Tensor, seeds: list[int]) -> None:
+def _train_and_sample(config: TrainConfig, run: Path, shape: tuple[int, ...], n: int, quick: bool,
+                      progress: bool, **sampler: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """Train (or resume) the run, draw seeds 0..n-1 with 18 Heun steps, save them; return the
+    samples and the NFE and timings."""
+    train_s = _train(config, run, quick, progress)
+    denoiser, _ = load_denoiser(run)
+    seeds = list(range(n))
+    t0 = time.perf_counter()
+    samples, nfe = generate(denoiser, shape, seeds, progress=progress, **{"steps": 18, **sampler})
+    sample_s = time.perf_counter() - t0
     (run / "samples").mkdir(parents=True, exist_ok=True)
     np.savez(run / "samples" / "heun-18.npz", samples=samples.numpy(), seeds=np.array(seeds))
+    return samples, {"n_samples": n, "nfe": nfe, "train_seconds": train_s, "sample_seconds": sample_s}
 
 
 def demo_gmm3(out: Path, quick: bool, progress: bool) -> dict[str, Any]:
@@ -53,14 +63,8 @@ def demo_gmm3(out: Path, quick: bool, progress: bool) -> dict[str, Any]:
     from .metrics.modes import mode_statistics
 
     run = out / "gmm3"
-    train_s = _train(GMM3, run, quick, progress)
-    denoiser, _ = load_denoiser(run)
     n = 1000 if quick else 10_000
-    seeds = list(range(n))
-    t0 = time.perf_counter()
-    samples, nfe = generate(denoiser, (2,), seeds, batch_size=n, progress=progress, **GMM3_SAMPLER)
-    sample_s = time.perf_counter() - t0
-    _save_samples(run, samples, seeds)
+    samples, timing = _train_and_sample(GMM3, run, (2,), n, quick, progress, batch_size=n, **GMM3_SAMPLER)
     dist = toy.load("gmm3")
     fresh = dist.sample(n, torch.Generator().manual_seed(10**6))
     fresh2 = dist.sample(n, torch.Generator().manual_seed(10**6 + 1))
@@ -73,8 +77,7 @@ def demo_gmm3(out: Path, quick: bool, progress: bool) -> dict[str, Any]:
         "mode_covs": stats["mode_covs"], "cov_eig_max_dev": stats["cov_eig_max_dev"],
         "sliced_wasserstein": sliced_wasserstein(samples, fresh, generator=g),
         "sliced_wasserstein_floor": sliced_wasserstein(fresh2, fresh, generator=g),
-        "n_samples": n, "nfe": nfe, "sampler": GMM3_SAMPLER, "train_seconds": train_s,
-        "sample_seconds": sample_s, "figure": str(figure),
+        "sampler": GMM3_SAMPLER, **timing, "figure": str(figure),
     }
 
 
@@ -86,14 +89,8 @@ def demo_digits(out: Path, quick: bool, progress: bool) -> dict[str, Any]:
     from .metrics.digits import digits_quality
 
     run = out / "digits"
-    train_s = _train(DIGITS, run, quick, progress)
-    denoiser, _ = load_denoiser(run)
-    n = 100 if quick else 1000
-    seeds = list(range(n))
-    t0 = time.perf_counter()
-    samples, nfe = generate(denoiser, (1, 8, 8), seeds, steps=18, batch_size=500, progress=progress)
-    sample_s = time.perf_counter() - t0
-    _save_samples(run, samples, seeds)
+    samples, timing = _train_and_sample(DIGITS, run, (1, 8, 8), 100 if quick else 1000, quick, progress,
+                                        batch_size=500)
     train_set, held_out = load_digits("train"), load_digits("test")
     figure = viz.image_grid(samples[:100], run / "figures" / "samples.png", nrow=10, title="generated digits")
     viz.image_grid(held_out[:100], run / "figures" / "held_out.png", nrow=10, title="held-out real digits")
@@ -101,8 +98,7 @@ def demo_digits(out: Path, quick: bool, progress: bool) -> dict[str, Any]:
         "samples": digits_quality(samples, reference=held_out, train=train_set),
         # the floor: real held-out digits; their Frechet distance is taken to the train split
         "held_out_real": digits_quality(held_out, reference=train_set, train=train_set),
-        "n_samples": n, "nfe": nfe, "train_seconds": train_s, "sample_seconds": sample_s,
-        "figure": str(figure), "held_out_figure": str(run / "figures" / "held_out.png"),
+        **timing, "figure": str(figure), "held_out_figure": str(run / "figures" / "held_out.png"),
     }
 
 
