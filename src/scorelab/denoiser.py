@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 
@@ -23,7 +24,9 @@ def as_sigma(sigma: Tensor | float, x: Tensor, *, allow_zero: bool = False) -> T
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
     if sigma.shape != (x.shape[0],):
-        raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
+        raise ValueError(
+            f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}"
+        )
     if not torch.compiler.is_compiling():
         if allow_zero and not bool((sigma >= 0).all()):
             raise ValueError("sigma must be >= 0")
@@ -38,6 +41,24 @@ def append_dims(v: Tensor, ndim: int) -> Tensor:
 
 
 def score(denoiser: Denoiser, x: Tensor, sigma: Tensor | float) -> Tensor:
-    """Score of the noised distribution, ``(D(x, sigma) - x) / sigma**2`` (Tweedie's formula)."""
+    """Score of the noised distribution, ``(D(x, sigma) - x) / sigma**2`` (Tweedie's formula);
+    a model with its own closed-form ``score`` (the analytical ones) is asked directly, which
+    avoids the cancellation in ``D - x`` at small sigma."""
+    exact = getattr(denoiser, "score", None)
+    if callable(exact):
+        return exact(x, sigma)
     s = as_sigma(sigma, x)
     return (denoiser(x, s) - x) / append_dims(s, x.ndim) ** 2
+
+
+def score_and_derivative(
+    denoiser: Denoiser, x: Tensor, sigma: Tensor | float
+) -> tuple[Tensor, Tensor]:
+    """``S(x, sigma)`` and its sigma-derivative ``dS/dsigma`` at fixed ``x``, the derivative exact by
+    forward-mode autograd: one Jacobian-vector product through the denoiser (MAD paper, footnote 2)."""
+    s = as_sigma(sigma, x).clone()  # a dual tensor cannot be an expanded view
+    with fwAD.dual_level():
+        value, tangent = fwAD.unpack_dual(
+            score(denoiser, x, fwAD.make_dual(s, torch.ones_like(s)))
+        )
+    return value, torch.zeros_like(value) if tangent is None else tangent
