@@ -14,8 +14,14 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "karras", "geometric", "linear", "sqrt", "parse_levels",
-    "LogNormal", "LogUniform", "DiscreteLevels",
+    "DiscreteLevels",
+    "LogNormal",
+    "LogUniform",
+    "geometric",
+    "karras",
+    "linear",
+    "parse_levels",
+    "sqrt",
 ]
 
 

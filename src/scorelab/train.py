@@ -20,7 +20,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import CheckpointError, atomic_write_text, load_checkpoint, load_module_state, save_checkpoint, split_prefix
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    load_module_state,
+    save_checkpoint,
+    split_prefix,
+)
 from .data import load_dataset
 from .losses import EDMLoss
 from .nets import EDMPrecond, build_denoiser

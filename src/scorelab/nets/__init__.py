@@ -11,7 +11,7 @@ from .mlp import MLP
 from .precond import EDMPrecond
 from .unet import UNet
 
-__all__ = ["MLP", "UNet", "EDMPrecond", "MODELS", "build_denoiser"]
+__all__ = ["MLP", "MODELS", "EDMPrecond", "UNet", "build_denoiser"]
 
 MODELS = ("mlp", "unet")
 

@@ -1,6 +1,7 @@
 """Samplers: small pure functions, tensors in and tensors out (DESIGN.md)."""
 
 from .common import CountNFE, check_sigmas, generators_for_seeds, noise_for_seeds, randn
+from .mad import mad, mad_gamma
 from .ode import euler, heun
 
-__all__ = ["euler", "heun", "CountNFE", "check_sigmas", "generators_for_seeds", "noise_for_seeds", "randn"]
+__all__ = ["CountNFE", "check_sigmas", "euler", "generators_for_seeds", "heun", "mad", "mad_gamma", "noise_for_seeds", "randn"]

@@ -1,0 +1,123 @@
+"""MAD: inference with the extended score (MAD paper, Sec. 4, Algorithm 1, eqs. 5 and 7).
+
+Each step follows ``H_gamma`` instead of the score, with ``gamma`` tied to the grid by
+``a gamma^(2/p) + b gamma = t^2``: components of the data with small variance are treated as
+Diracs and collapsed, so a model trained on noisy data gives clean samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import elementwise
+from torch import Tensor
+from tqdm.auto import trange
+
+from ..denoiser import Denoiser, score_and_derivative
+from .common import check_sigmas
+from .ode import Callback
+
+DERIVATIVES = ("forward", "central", "exact")
+
+
+def mad_gamma(t: Tensor | Sequence[float], a: float, b: float, p: float) -> Tensor:
+    """``gamma`` solving ``a gamma^(2/p) + b gamma = t^2`` for every ``t > 0`` at once (Algorithm 1,
+    line 4). The left side increases strictly from 0, so the root is unique and lies in
+    ``(0, min(t^2 / b, (t^2 / a)^(p/2))]``; Chandrupatla's bracketing method (scipy) finds it."""
+    _check_parameters(a, b, p)
+    t64 = torch.as_tensor(t, dtype=torch.float64).cpu().numpy()
+    if not np.all(t64 > 0):
+        raise ValueError("gamma is defined for t > 0 only")
+    t2 = t64**2
+    upper = np.minimum(t2 / b, (t2 / a) ** (p / 2))
+    res = elementwise.find_root(
+        lambda g, t2: a * g ** (2 / p) + b * g - t2,
+        (np.zeros_like(t2), upper),
+        args=(t2,),
+        tolerances={"xatol": 0.0, "xrtol": 4 * np.finfo(np.float64).eps},
+    )
+    if not np.all(res.success):
+        raise ValueError(  # only when a, b, p push gamma out of floating-point range
+            f"no gamma solves a gamma^(2/p) + b gamma = t^2 in float64 for t = {t64[~res.success]} "
+            f"(a={a}, b={b}, p={p})"
+        )
+    return torch.as_tensor(res.x)
+
+
+def mad(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor | Sequence[float],
+    *,
+    a: float,
+    b: float,
+    p: float,
+    delta: float = 1e-3,
+    derivative: str = "forward",
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Algorithm 1 of the MAD paper in the sigma-parametrisation, from ``x`` at ``sigmas[0]``.
+
+    With ``t = sigmas[i]``, ``s = S(t, x) = (D(x, t) - x) / t^2`` and ``s' = dS/dsigma``:
+    ``x <- x - m (t_next - t) t ((1 + gamma) s + b gamma / (2 t) s')`` where
+    ``m = (1 + gamma - b gamma / t^2)^-1`` (eq. 7). ``s'`` is ``"forward"`` (the paper:
+    ``(S((1+delta)t) - S(t)) / (delta t)``), ``"central"`` (``S((1 +- delta) t)``; ``s`` is their
+    mean) or ``"exact"`` (forward-mode autograd through the denoiser). The two evaluations of a
+    step are one denoiser call on a doubled batch. ``a = 1, b -> 0`` is the Euler sampler.
+    """
+    _check_parameters(a, b, p)
+    if derivative not in DERIVATIVES:
+        raise ValueError(f"derivative must be one of {DERIVATIVES}, got {derivative!r}")
+    if not delta > 0 or (derivative == "central" and delta >= 1):
+        raise ValueError(f"delta must be > 0 (and < 1 for central differences), got {delta}")
+    sigmas = check_sigmas(sigmas, x)
+    positive = sigmas[:-1]  # every step starts at some t > 0
+    gammas = mad_gamma(positive, a, b, p)
+    # 1 + gamma - b gamma / t^2 = gamma + a gamma^(2/p) / t^2 by the definition of gamma: the
+    # right side has no cancellation (for p <= 2, b gamma / t^2 -> 1 as t -> 0)
+    m_inv = gammas + a * gammas ** (2 / p) / positive.double() ** 2
+    if not bool(torch.isfinite(1 / m_inv).all()):
+        i = int(torch.nonzero(~torch.isfinite(1 / m_inv))[0])
+        raise ValueError(
+            f"m = 1/(1 + gamma - b gamma / t^2) is undefined at step {i} (t = {float(positive[i]):.4g}, "
+            f"gamma = {float(gammas[i]):.3g}): choose a smaller b or a larger a"
+        )
+    m = (1 / m_inv).to(dtype=x.dtype, device=x.device)
+    gammas = gammas.to(dtype=x.dtype, device=x.device)
+    for i in trange(len(sigmas) - 1, disable=not progress, desc="mad"):
+        t, t_next, gamma = sigmas[i], sigmas[i + 1], gammas[i]
+        s, ds, denoised = _score_and_derivative(denoiser, x, t, delta, derivative)
+        if callback is not None:
+            callback(i, t, x, denoised)
+        x = x - m[i] * (t_next - t) * t * ((1 + gamma) * s + (b * gamma / (2 * t)) * ds)
+    return x
+
+
+def _score_and_derivative(
+    denoiser: Denoiser, x: Tensor, t: Tensor, delta: float, derivative: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``S(t, x)``, ``dS/dsigma (t, x)`` and the denoised estimate at ``t``."""
+    B = len(x)
+    if derivative == "exact":
+        s, ds = score_and_derivative(denoiser, x, t.expand(B))
+        return s, ds, x + t**2 * s
+    lo, hi = (t, (1 + delta) * t) if derivative == "forward" else ((1 - delta) * t, (1 + delta) * t)
+    sig = torch.cat([lo.expand(B), hi.expand(B)])
+    both = denoiser(torch.cat([x, x]), sig)
+    d_lo, d_hi = both[:B], both[B:]
+    s_lo, s_hi = (d_lo - x) / lo**2, (d_hi - x) / hi**2
+    if derivative == "forward":
+        return s_lo, (s_hi - s_lo) / (delta * t), d_lo
+    return (s_lo + s_hi) / 2, (s_hi - s_lo) / (2 * delta * t), (d_lo + d_hi) / 2
+
+
+def _check_parameters(a: float, b: float, p: float) -> None:
+    for name, value in (("a", a), ("b", b), ("p", p)):
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+__all__ = ["DERIVATIVES", "mad", "mad_gamma"]
