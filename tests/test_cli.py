@@ -28,6 +28,30 @@ def test_train_then_sample_writes_samples_and_a_figure(tmp_path, capsys):
     assert "NFE 7" in capsys.readouterr().out
 
 
+def test_mad_sampler_and_parameter_grid(tmp_path, capsys):
+    assert run_cli("train", "--data", "gmm3", "--out", tmp_path / "r", *TINY) == 0
+    assert run_cli("sample", tmp_path / "r", "--sampler", "mad", "--a", 2, "--b", 30, "--p", 2, "--derivative",
+                   "forward", "--n", 10, "--steps", 4, "--out", tmp_path / "m", "--device", "cpu") == 0
+    data = np.load(tmp_path / "m" / "samples.npz")
+    assert data["samples"].shape == (10, 2) and float(data["nfe"]) == 8  # one doubled call per step
+    assert run_cli("sample", tmp_path / "r", "--sampler", "mad", "--grid", "a=1,2;b=5,10,20", "--n", 6,
+                   "--steps", 4, "--out", tmp_path / "g", "--device", "cpu") == 0
+    grid = np.load(tmp_path / "g" / "grid.npz")
+    assert grid["samples"].shape == (7, 6, 2) and grid["labels"][0] == "heun" and grid["labels"][-1] == "a=2, b=20"
+    assert (tmp_path / "g" / "grid.png").stat().st_size > 1000
+    # the grid point a=2, b=30 reproduces the single run: every sample depends on its seed alone
+    assert run_cli("sample", tmp_path / "r", "--sampler", "mad", "--grid", "a=2;b=30;p=2", "--derivative", "forward",
+                   "--n", 10, "--steps", 4, "--out", tmp_path / "g2", "--device", "cpu") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "g2" / "grid.npz")["samples"][1], data["samples"])
+    capsys.readouterr()
+    for bad, message in (("a=1;c=2", "keys a, b, p, delta"), ("a=x", "numbers"), ("a=0", "a must be")):
+        assert run_cli("sample", tmp_path / "r", "--sampler", "mad", "--grid", bad, "--n", 2, "--steps", 2,
+                       "--device", "cpu", "--out", tmp_path / "bad") == 2
+        assert message in capsys.readouterr().err
+    assert run_cli("sample", tmp_path / "r", "--grid", "a=1", "--n", 2, "--device", "cpu") == 2
+    assert "--sampler mad" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args,message", [
     (["--data", "nosuch"], "unknown dataset"),
     (["--data", "gmm3", "--model", "transformer"], "unknown model"),
@@ -76,3 +100,20 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
     assert len(metrics.read_text().splitlines()) == step
     assert run_cli("train", "--out", out, "--resume", "--steps", step + 5) == 0
     assert checkpoints(out)[-1][0] == step + 5
+
+
+def test_data_shapes_writes_a_trainable_file(tmp_path, capsys):
+    out = tmp_path / "shapes.npz"
+    assert run_cli("data", "shapes", "--n", 12, "--size", 16, "--seed", 3, "--noise-std", 0.5, "--out", out) == 0
+    data = np.load(out)
+    assert data["images"].shape == (12, 1, 16, 16) and data["images"].dtype == np.uint8
+    assert data["clean"].shape == (12, 1, 16, 16) and set(np.unique(data["shape_index"])) <= {0, 1, 2, 3}
+    assert out.with_suffix(".png").stat().st_size > 1000
+    from scorelab.data import load_dataset
+    from scorelab.data.shapes import noisy_shapes
+
+    images = load_dataset(str(out))  # the noisy images, uint8 mapped back to [-1, 1]
+    np.testing.assert_allclose(images.numpy(), noisy_shapes(12, size=16, seed=3, noise_std=0.5).noisy.numpy(),
+                               atol=1e-6)
+    assert run_cli("data", "shapes", "--n", 4, "--size", 4, "--out", out) == 2
+    assert "size" in capsys.readouterr().err

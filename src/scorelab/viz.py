@@ -26,20 +26,37 @@ def scatter_2d(samples: Tensor, path: str | Path, *, log_prob: Callable[[Tensor]
                reference: Tensor | None = None, title: str = "", max_points: int = 5000) -> Path:
     """Samples as points over the true density (filled contours of exp(log_prob)) and, if given,
     reference samples side by side."""
-    panels = [("samples", samples)] + ([("reference", reference)] if reference is not None else [])
+    panels = {"samples": samples} | ({"reference": reference} if reference is not None else {})
+    return scatter_panels(panels, path, log_prob=log_prob, title=title, max_points=max_points)
+
+
+def scatter_panels(panels: dict[str, Tensor], path: str | Path, *, log_prob: Callable[[Tensor], Tensor] | None = None,
+                   trajectories: dict[str, Tensor] | None = None, title: str = "", max_points: int = 5000,
+                   limits: tuple[tuple[float, float], tuple[float, float]] | None = None) -> Path:
+    """One panel per entry of ``panels`` (name -> (N, 2) points, red), on one common box, over the
+    density ``exp(log_prob)`` (blue contours) and, per panel, ``trajectories[name]`` ``(T, M, 2)``
+    (M paths of T states, thin grey lines)."""
     fig = Figure(figsize=(5 * len(panels), 5))
-    pts = torch.cat([p for _, p in panels]).double()
-    lo = (pts.quantile(0.001, dim=0) - 2).tolist()
-    hi = (pts.quantile(0.999, dim=0) + 2).tolist()
-    for j, (name, x) in enumerate(panels):
+    if limits is None:
+        pts = torch.cat([p.reshape(-1, 2) for p in panels.values()]).double()
+        lo, hi = (pts.quantile(0.001, dim=0) - 2).tolist(), (pts.quantile(0.999, dim=0) + 2).tolist()
+    else:
+        (lo0, hi0), (lo1, hi1) = limits
+        lo, hi = [lo0, lo1], [hi0, hi1]
+    density = None
+    if log_prob is not None:
+        gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 200, dtype=torch.float64),
+                                torch.linspace(lo[1], hi[1], 200, dtype=torch.float64), indexing="xy")
+        with torch.no_grad():
+            grid = torch.stack([gx.flatten(), gy.flatten()], 1).to(next(iter(panels.values())).dtype)
+            density = log_prob(grid).double().exp().reshape(gx.shape).numpy()
+    for j, (name, x) in enumerate(panels.items()):
         ax = fig.add_subplot(1, len(panels), j + 1)
-        if log_prob is not None:
-            gx, gy = torch.meshgrid(torch.linspace(lo[0], hi[0], 200, dtype=torch.float64),
-                                    torch.linspace(lo[1], hi[1], 200, dtype=torch.float64), indexing="xy")
-            with torch.no_grad():
-                grid = torch.stack([gx.flatten(), gy.flatten()], 1).to(samples.dtype)
-                density = log_prob(grid).double().exp().reshape(gx.shape)
-            ax.contourf(gx.numpy(), gy.numpy(), density.numpy(), levels=20, cmap="Blues")
+        if density is not None:
+            ax.contourf(gx.numpy(), gy.numpy(), density, levels=20, cmap="Blues")
+        if trajectories is not None and name in trajectories:
+            path_xy = trajectories[name].double().numpy()
+            ax.plot(path_xy[..., 0], path_xy[..., 1], color="0.4", lw=0.5, alpha=0.6)
         x = x[:max_points].double().numpy()
         ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:red", alpha=0.5, linewidths=0)
         ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), aspect="equal", title=f"{title} {name}".strip())

@@ -138,7 +138,7 @@ def load_array(
     ``"NHWC"``. Values: uint8 maps [0, 255] linearly to [-1, 1]; floating arrays must lie in
     [-1, 1]. ``value_range=(lo, hi)`` instead maps [lo, hi] linearly to [-1, 1] (for either dtype);
     values outside it are an error. For ``.npz``, ``key`` names the array (needed when the file
-    holds several).
+    holds several and none is named ``images``).
     """
     path = Path(path)
     name = str(path)
@@ -165,10 +165,12 @@ def _read_array(path: Path, key: str | None) -> np.ndarray:
 
 
 def _select_npz_array(npz: np.lib.npyio.NpzFile, key: str | None, path: Path) -> np.ndarray:
-    """Pick the array named ``key``, or the only array, from an open ``.npz`` file."""
+    """Pick the array named ``key``, or the only array, or the one named ``images``, from an open ``.npz`` file."""
     keys = list(npz.files)
     if key is None and len(keys) == 1:
         key = keys[0]
+    elif key is None and "images" in keys:
+        key = "images"
     if key is None:
         listed = ", ".join(keys) if keys else "none"
         raise DataError(f"{path}: holds {len(keys)} arrays ({listed}); pass key= to choose one")

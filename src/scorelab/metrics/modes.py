@@ -28,3 +28,29 @@ def mode_statistics(samples: Tensor, means: Tensor) -> dict[str, list]:
         covs.append(cov.tolist())
         dev.append(float((torch.linalg.eigvalsh(cov) - 1).abs().max()))
     return {"mode_weights": weights, "mode_means": mode_means, "mode_covs": covs, "cov_eig_max_dev": dev}
+
+
+def axis_spread(samples: Tensor, means: Tensor, axes: Tensor) -> Tensor:
+    """Per-mode standard deviation of the samples along each mode's own axes, ``(K, A)``.
+
+    Each sample goes to its nearest mean; ``axes`` ``(K, D, A)`` holds mode ``k``'s directions as
+    columns (e.g. a rotation's major and minor axis). A mode with fewer than 2 samples gives NaN.
+    Measures what MAD's soft thresholding does to each direction (MAD paper, Figs. 1, 2a)."""
+    samples, means, axes = samples.double().flatten(1), means.double().flatten(1), axes.double()
+    if axes.shape[:2] != means.shape:
+        raise ValueError(f"axes must be (K, D, A) with (K, D) = {tuple(means.shape)}, got {tuple(axes.shape)}")
+    label = torch.cdist(samples, means).argmin(1)
+    local = torch.einsum("nda,nd->na", axes[label], samples - means[label])
+    out = torch.full((len(means), axes.shape[2]), float("nan"), dtype=torch.float64)
+    for k in range(len(means)):
+        if int((label == k).sum()) >= 2:
+            out[k] = local[label == k].std(0)
+    return out
+
+
+def radial_spread(samples: Tensor, centres: Tensor, radius: float) -> float:
+    """Root-mean-square distance of the samples from the nearest of the circles of ``radius``
+    around ``centres`` ``(K, 2)``: the spread across a ring manifold (MAD paper, Fig. 2b)."""
+    samples, centres = samples.double(), centres.double()
+    rho = torch.cdist(samples, centres).min(1).values
+    return float((rho - radius).square().mean().sqrt())

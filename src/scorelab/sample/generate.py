@@ -11,9 +11,10 @@ from torch import Tensor
 from ..denoiser import Denoiser
 from ..schedules import karras
 from .common import CountNFE, noise_for_seeds
+from .mad import mad
 from .ode import euler, heun
 
-SAMPLERS = {"euler": euler, "heun": heun}
+SAMPLERS = {"euler": euler, "heun": heun, "mad": mad}
 
 
 @torch.no_grad()
@@ -22,7 +23,8 @@ def generate(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[int], *, 
              batch_size: int = 1000, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
              progress: bool = False, **options: Any) -> tuple[Tensor, float]:
     """Samples (len(seeds), *shape) on a Karras grid, sample i from seeds[i] alone (so it does not
-    depend on the batch size), and the NFE per sample."""
+    depend on the batch size), and the NFE per sample. ``options`` go to the sampler (``S_churn``
+    for Heun; ``a``, ``b``, ``p``, ``delta``, ``derivative`` for MAD)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if batch_size < 1 or len(seeds) == 0:

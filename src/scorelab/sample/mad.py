@@ -55,7 +55,7 @@ def mad(
     b: float,
     p: float,
     delta: float = 1e-3,
-    derivative: str = "forward",
+    derivative: str = "central",
     callback: Callback | None = None,
     progress: bool = False,
 ) -> Tensor:
@@ -67,6 +67,11 @@ def mad(
     ``(S((1+delta)t) - S(t)) / (delta t)``), ``"central"`` (``S((1 +- delta) t)``; ``s`` is their
     mean) or ``"exact"`` (forward-mode autograd through the denoiser). The two evaluations of a
     step are one denoiser call on a doubled batch. ``a = 1, b -> 0`` is the Euler sampler.
+
+    The default is ``"central"``: for ``p <= 2``, ``m`` grows like ``1 / (2 t^2)`` as ``t -> 0`` and
+    multiplies the derivative's error. On ``degenerate5`` (a = b = p = 1, delta = 1e-3, 40 Karras
+    steps) the forward difference leaves |x2| up to 4e2 where central reaches 9e-4 and exact 6e-13
+    (examples/mad_toys.py).
     """
     _check_parameters(a, b, p)
     if derivative not in DERIVATIVES:
