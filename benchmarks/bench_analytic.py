@@ -32,10 +32,7 @@ B, D, SIGMA = 256, 784, 1.0
 def _status_mb(field: str) -> float:
     """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, Linux only."""
     with open("/proc/self/status") as f:
-        return (
-            next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-            / 1024
-        )
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
 def _reset_peak() -> None:
@@ -105,24 +102,16 @@ def _gmm(device: torch.device, K: int = 100, r: int = 64) -> GaussianMixture:
     return GaussianMixture(torch.full((K,), 1 / K), means, U=U, lam=lam).to(device)
 
 
-def _full_cov_gmm(
-    model: GaussianMixture, x: torch.Tensor, sigma: float
-) -> torch.Tensor:
+def _full_cov_gmm(model: GaussianMixture, x: torch.Tensor, sigma: float) -> torch.Tensor:
     """The same mixture with explicit ``(K, D, D)`` covariances: Cholesky of each ``Sigma_k + sigma^2 I``."""
     cov = torch.einsum("kdr,kr,ker->kde", model.U, model.lam, model.U)
-    L = torch.linalg.cholesky(
-        cov + sigma**2 * torch.eye(D, dtype=x.dtype, device=x.device)
-    )
+    L = torch.linalg.cholesky(cov + sigma**2 * torch.eye(D, dtype=x.dtype, device=x.device))
     d = x[None] - model.mu[:, None]  # (K, B, D)
     z = torch.linalg.solve_triangular(L, d.transpose(1, 2), upper=False)  # (K, D, B)
     logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    log_n = -0.5 * (
-        z.square().sum(1) + logdet[:, None]
-    )  # (K, B), constants cancel in the softmax
+    log_n = -0.5 * (z.square().sum(1) + logdet[:, None])  # (K, B), constants cancel in the softmax
     w = torch.softmax(model.weights.log()[:, None] + log_n, 0)
-    inv_d = torch.cholesky_solve(d.transpose(1, 2), L).transpose(
-        1, 2
-    )  # (Sigma_k + s^2)^-1 d
+    inv_d = torch.cholesky_solve(d.transpose(1, 2), L).transpose(1, 2)  # (Sigma_k + s^2)^-1 d
     return x - sigma**2 * torch.einsum("kb,kbd->bd", w, inv_d)
 
 
@@ -130,14 +119,8 @@ def gmm_job(kind: str, device: str, repeats: int) -> dict:
     device = torch.device(device)
     model = _gmm(device)
     g = torch.Generator().manual_seed(2)
-    x = (model.mu[torch.arange(B) % 100].cpu() + torch.randn(B, D, generator=g)).to(
-        device
-    )
-    fn = (
-        (lambda: model(x, SIGMA))
-        if kind == "lowrank"
-        else (lambda: _full_cov_gmm(model, x, SIGMA))
-    )
+    x = (model.mu[torch.arange(B) % 100].cpu() + torch.randn(B, D, generator=g)).to(device)
+    fn = (lambda: model(x, SIGMA)) if kind == "lowrank" else (lambda: _full_cov_gmm(model, x, SIGMA))
     seconds, peak = _measure(fn, device, repeats)
     return {"seconds": seconds, "peak_mb": peak, "out": fn().cpu()}
 
@@ -152,9 +135,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(
-        f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}"
-    )
+    print(f"# {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}")
     if args.device.startswith("cuda"):
         print(f"# {torch.cuda.get_device_name()}")
 
@@ -163,34 +144,22 @@ def main() -> None:
     print("|---|---|---|---|")
     for n, chunk in ((60_000, 1024), (60_000, 4096)):
         r = _run(delta_job, "chunked", n, chunk, args.device, args.repeats)
-        print(
-            f"| {n} | chunked, chunk_size {chunk} | {r['seconds']:.3f} | {r['peak_mb']:.0f} |"
-        )
+        print(f"| {n} | chunked, chunk_size {chunk} | {r['seconds']:.3f} | {r['peak_mb']:.0f} |")
     small = _run(delta_job, "chunked", 6_000, 4096, args.device, args.repeats)
     base = _run(delta_job, "broadcast", 6_000, 0, args.device, 1)
-    print(
-        f"| 6000 | chunked, chunk_size 4096 | {small['seconds']:.4f} | {small['peak_mb']:.0f} |"
-    )
-    print(
-        f"| 6000 | (B, N, D) broadcast | {base['seconds']:.3f} | {base['peak_mb']:.0f} |"
-    )
+    print(f"| 6000 | chunked, chunk_size 4096 | {small['seconds']:.4f} | {small['peak_mb']:.0f} |")
+    print(f"| 6000 | (B, N, D) broadcast | {base['seconds']:.3f} | {base['peak_mb']:.0f} |")
     print(f"speed-up at N = 6000: {base['seconds'] / small['seconds']:.1f}x")
 
-    print(
-        "\n## GaussianMixture, K = 100, rank 64, D = 784, batch 256, float32, sigma = 1"
-    )
+    print("\n## GaussianMixture, K = 100, rank 64, D = 784, batch 256, float32, sigma = 1")
     low = _run(gmm_job, "lowrank", args.device, args.repeats)
     full = _run(gmm_job, "full", args.device, 1)
     diff = float((low["out"] - full["out"]).abs().max())
     print("| implementation | s / call | peak extra MB |")
     print("|---|---|---|")
     print(f"| low rank (Woodbury) | {low['seconds']:.3f} | {low['peak_mb']:.0f} |")
-    print(
-        f"| full covariance (Cholesky per call) | {full['seconds']:.3f} | {full['peak_mb']:.0f} |"
-    )
-    print(
-        f"speed-up: {full['seconds'] / low['seconds']:.1f}x; max |difference| of the outputs {diff:.2e}"
-    )
+    print(f"| full covariance (Cholesky per call) | {full['seconds']:.3f} | {full['peak_mb']:.0f} |")
+    print(f"speed-up: {full['seconds'] / low['seconds']:.1f}x; max |difference| of the outputs {diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ from scorelab.nets import build_denoiser
 from scorelab.sample import CountNFE, euler, heun, mad
 from scorelab.schedules import karras
 
-CASES = {"mlp, 2-D, batch 4096": ("mlp", (2,), 4096, {}), "unet, 1x8x8, batch 256": ("unet", (1, 8, 8), 256,
-                                                                                    {"model_channels": 32})}
+CASES = {
+    "mlp, 2-D, batch 4096": ("mlp", (2,), 4096, {}),
+    "unet, 1x8x8, batch 256": ("unet", (1, 8, 8), 256, {"model_channels": 32}),
+}
 SAMPLERS = {
     "heun": lambda d, x, s: heun(d, x, s),
     "euler": lambda d, x, s: euler(d, x, s),

@@ -32,8 +32,16 @@ from scorelab.train import TrainConfig, train
 
 GRID = karras(40, sigma_min=0.002, sigma_max=80.0)
 DELTAS = {"forward": 1e-3, "central": 1e-3, "exact": 1e-3}  # delta is unused by "exact"
-RINGS = TrainConfig(data="rings5", model="mlp", steps=3000, batch_size=1024, lr=2e-3, ema_halflife=300,
-                    checkpoint_every=3000, device="cpu")
+RINGS = TrainConfig(
+    data="rings5",
+    model="mlp",
+    steps=3000,
+    batch_size=1024,
+    lr=2e-3,
+    ema_halflife=300,
+    checkpoint_every=3000,
+    device="cpu",
+)
 
 
 def _noise(n: int, seed: int = 0) -> torch.Tensor:
@@ -60,8 +68,10 @@ def figure1(n: int, out: Path) -> dict[str, list[float]]:
     for derivative, delta in DELTAS.items():
         runs[f"mad {derivative}"] = _mad(toy.denoiser, x, a=1, b=1, p=1, delta=delta, derivative=derivative)
     runs["mad forward, delta 1e-7"] = _mad(toy.denoiser, x, a=1, b=1, p=1, delta=1e-7, derivative="forward")
-    print("\nFigure 1: degenerate5, a = b = p = 1, 40 Karras steps, exact denoiser, float64, "
-          f"{n} samples; final x1 standard deviation per component (sqrt(v) = 0.447 0.707 1 1.414 2)")
+    print(
+        "\nFigure 1: degenerate5, a = b = p = 1, 40 Karras steps, exact denoiser, float64, "
+        f"{n} samples; final x1 standard deviation per component (sqrt(v) = 0.447 0.707 1 1.414 2)"
+    )
     print(f"| sampler | {' | '.join(f'v = {v:g}' for v in toy.params['variances'].tolist())} | max abs x2 |")
     print("|---|---|---|---|---|---|---|")
     table = {}
@@ -69,11 +79,18 @@ def figure1(n: int, out: Path) -> dict[str, list[float]]:
         sd = axis_spread(samples, means, axes)[:, 0].tolist()
         table[name] = sd + [float(samples[:, 1].abs().max())]
         print(f"| {name} | {' | '.join(f'{s:.3g}' for s in sd)} | {table[name][-1]:.2g} |")
-    trajectories = {"heun": _trajectory(heun, toy.denoiser, x),
-                    "mad exact": _trajectory(mad, toy.denoiser, x, a=1, b=1, p=1, derivative="exact")}
-    viz.scatter_panels({k: runs[k] for k in trajectories}, out / "mad_fig1_degenerate5.png",
-                       log_prob=lambda z: toy.denoiser.log_prob(z, 0.3), trajectories=trajectories,
-                       limits=((-27.0, 27.0), (-8.0, 8.0)), title="degenerate5,")
+    trajectories = {
+        "heun": _trajectory(heun, toy.denoiser, x),
+        "mad exact": _trajectory(mad, toy.denoiser, x, a=1, b=1, p=1, derivative="exact"),
+    }
+    viz.scatter_panels(
+        {k: runs[k] for k in trajectories},
+        out / "mad_fig1_degenerate5.png",
+        log_prob=lambda z: toy.denoiser.log_prob(z, 0.3),
+        trajectories=trajectories,
+        limits=((-27.0, 27.0), (-8.0, 8.0)),
+        title="degenerate5,",
+    )
     return table
 
 
@@ -84,8 +101,10 @@ def figure2a(n: int, out: Path) -> dict[str, list[float]]:
     runs = {"heun": heun(toy.denoiser, x, GRID)}
     for derivative, delta in DELTAS.items():
         runs[f"mad {derivative}"] = _mad(toy.denoiser, x, a=1, b=1.1, p=1.3, delta=delta, derivative=derivative)
-    print(f"\nFigure 2a: anisotropic21, p = 1.3, a = 1, b = 1.1, exact denoiser, {n} samples; spread along each "
-          "component's axes (mean over the 21 components; data: sqrt(1.7) = 1.304, sqrt(0.2) = 0.447)")
+    print(
+        f"\nFigure 2a: anisotropic21, p = 1.3, a = 1, b = 1.1, exact denoiser, {n} samples; spread along each "
+        "component's axes (mean over the 21 components; data: sqrt(1.7) = 1.304, sqrt(0.2) = 0.447)"
+    )
     print("| sampler | major-axis spread | minor-axis spread |")
     print("|---|---|---|")
     table = {}
@@ -93,9 +112,13 @@ def figure2a(n: int, out: Path) -> dict[str, list[float]]:
         major, minor = axis_spread(samples, means, rotations).nanmean(0).tolist()
         table[name] = [major, minor]
         print(f"| {name} | {major:.3f} | {minor:.3f} |")
-    viz.scatter_panels({"heun": runs["heun"], "mad exact": runs["mad exact"]}, out / "mad_fig2a_anisotropic21.png",
-                       log_prob=lambda z: toy.denoiser.log_prob(z, 1e-3), limits=((-24.0, 24.0), (-24.0, 24.0)),
-                       title="anisotropic21,")
+    viz.scatter_panels(
+        {"heun": runs["heun"], "mad exact": runs["mad exact"]},
+        out / "mad_fig2a_anisotropic21.png",
+        log_prob=lambda z: toy.denoiser.log_prob(z, 1e-3),
+        limits=((-24.0, 24.0), (-24.0, 24.0)),
+        title="anisotropic21,",
+    )
     return table
 
 
@@ -114,16 +137,22 @@ def figure2b(n: int, out: Path, run: Path | None = None) -> dict[str, float]:
             runs[f"mad {derivative}"] = _mad(denoiser, x, a=2, b=30, p=2, delta=1e-3, derivative=derivative)
     runs["mad exact"] = _mad(denoiser, x, a=2, b=30, p=2, derivative="exact").detach()
     data = toy.sample(n, torch.Generator().manual_seed(3))
-    print(f"\nFigure 2b: rings5, MLP trained {RINGS.steps} steps ({train_s:.0f} s), p = 2, a = 2, b = 30, {n} samples;"
-          f" RMS distance from the nearest ring of radius {radius:g}")
+    print(
+        f"\nFigure 2b: rings5, MLP trained {RINGS.steps} steps ({train_s:.0f} s), p = 2, a = 2, b = 30, {n} samples;"
+        f" RMS distance from the nearest ring of radius {radius:g}"
+    )
     print("| samples | radial spread |")
     print("|---|---|")
     table = {"data": radial_spread(data, centres, radius)}
     table |= {name: radial_spread(samples, centres, radius) for name, samples in runs.items()}
     for name, value in table.items():
         print(f"| {name} | {value:.3f} |")
-    viz.scatter_panels({"heun": runs["heun"], "mad exact": runs["mad exact"]}, out / "mad_fig2b_rings5.png",
-                       log_prob=toy.log_prob, title="rings5,")
+    viz.scatter_panels(
+        {"heun": runs["heun"], "mad exact": runs["mad exact"]},
+        out / "mad_fig2b_rings5.png",
+        log_prob=toy.log_prob,
+        title="rings5,",
+    )
     return table
 
 

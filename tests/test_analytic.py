@@ -70,11 +70,7 @@ SIGMAS = [0.3, 1.0, 4.0, "per_sample"]
 
 
 def _sigma(spec, B, g):
-    return (
-        0.2 + 3 * torch.rand(B, generator=g, dtype=F64)
-        if spec == "per_sample"
-        else spec
-    )
+    return 0.2 + 3 * torch.rand(B, generator=g, dtype=F64) if spec == "per_sample" else spec
 
 
 def _x_near(model, B, g):
@@ -104,9 +100,7 @@ def test_score_is_tweedie_of_denoiser(name, sigma_spec):
     x = _x_near(model, 16, g)
     sigma = _sigma(sigma_spec, 16, g)
     s2 = torch.as_tensor(sigma, dtype=F64).reshape(-1, 1) ** 2
-    torch.testing.assert_close(
-        model.score(x, sigma), (model(x, sigma) - x) / s2, rtol=1e-9, atol=1e-12
-    )
+    torch.testing.assert_close(model.score(x, sigma), (model(x, sigma) - x) / s2, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["full_gaussian", "lowrank_gaussian"])
@@ -127,24 +121,18 @@ def test_gaussian_log_prob_matches_scipy(name):
     x = _x_near(model, 8, _gen(13))
     cov = _cov(model.U, model.lam).numpy()
     for sigma in (0.5, 2.0):
-        ref = multivariate_normal(
-            model.mu.numpy(), cov + sigma**2 * np.eye(model.dim)
-        ).logpdf(x.numpy())
+        ref = multivariate_normal(model.mu.numpy(), cov + sigma**2 * np.eye(model.dim)).logpdf(x.numpy())
         np.testing.assert_allclose(model.log_prob(x, sigma).numpy(), ref, rtol=1e-10)
 
 
 def test_full_rank_gaussian_has_clean_density_at_sigma_zero():
     model = _full_gaussian()
     x = _x_near(model, 8, _gen(14))
-    ref = multivariate_normal(
-        model.mu.numpy(), _cov(model.U, model.lam).numpy()
-    ).logpdf(x.numpy())
+    ref = multivariate_normal(model.mu.numpy(), _cov(model.U, model.lam).numpy()).logpdf(x.numpy())
     np.testing.assert_allclose(model.log_prob(x, 0.0).numpy(), ref, rtol=1e-10)
 
 
-@pytest.mark.parametrize(
-    "name", ["isotropic", "lowrank_gaussian", "mixed_rank_mixture"]
-)
+@pytest.mark.parametrize("name", ["isotropic", "lowrank_gaussian", "mixed_rank_mixture"])
 def test_log_prob_at_sigma_zero_raises_without_density(name):
     model = MODELS[name]()
     x = _x_near(model, 4, _gen(15))
@@ -160,25 +148,17 @@ def test_degenerate_cov_becomes_low_rank():
 
 def test_isotropic_fit_is_the_data_mean():
     data = torch.randn(50, 2, 3, generator=_gen(29), dtype=F64)
-    torch.testing.assert_close(
-        Isotropic.fit(data).mean, data.mean(0), rtol=0, atol=1e-15
-    )
+    torch.testing.assert_close(Isotropic.fit(data).mean, data.mean(0), rtol=0, atol=1e-15)
 
 
 def test_isotropic_equals_rank_zero_gaussian():
     iso = _isotropic()
-    gauss = Gaussian(
-        iso.mean, U=torch.zeros(5, 0, dtype=F64), lam=torch.zeros(0, dtype=F64)
-    )
+    gauss = Gaussian(iso.mean, U=torch.zeros(5, 0, dtype=F64), lam=torch.zeros(0, dtype=F64))
     g = _gen(16)
     x, sigma = _x_near(iso, 8, g), _sigma("per_sample", 8, g)
     torch.testing.assert_close(gauss(x, sigma), iso(x, sigma), rtol=0, atol=1e-14)
-    torch.testing.assert_close(
-        gauss.score(x, sigma), iso.score(x, sigma), rtol=1e-12, atol=0
-    )
-    torch.testing.assert_close(
-        gauss.log_prob(x, sigma), iso.log_prob(x, sigma), rtol=1e-12, atol=0
-    )
+    torch.testing.assert_close(gauss.score(x, sigma), iso.score(x, sigma), rtol=1e-12, atol=0)
+    torch.testing.assert_close(gauss.log_prob(x, sigma), iso.log_prob(x, sigma), rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("name", ["full_gaussian", "lowrank_gaussian"])
@@ -188,12 +168,8 @@ def test_gaussian_equals_one_component_mixture(name):
     g = _gen(17)
     x, sigma = _x_near(gauss, 8, g), _sigma("per_sample", 8, g)
     torch.testing.assert_close(mix(x, sigma), gauss(x, sigma), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(
-        mix.score(x, sigma), gauss.score(x, sigma), rtol=1e-12, atol=1e-12
-    )
-    torch.testing.assert_close(
-        mix.log_prob(x, sigma), gauss.log_prob(x, sigma), rtol=1e-12, atol=0
-    )
+    torch.testing.assert_close(mix.score(x, sigma), gauss.score(x, sigma), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mix.log_prob(x, sigma), gauss.log_prob(x, sigma), rtol=1e-12, atol=0)
 
 
 def test_mixture_denoiser_equals_bruteforce_posterior_mean():
@@ -204,34 +180,17 @@ def test_mixture_denoiser_equals_bruteforce_posterior_mean():
     mus, pis, eye = model.mu.numpy(), model.weights.numpy(), np.eye(6)
     for sigma in (0.4, 1.5, 4.0):
         log_n = np.stack(
-            [
-                multivariate_normal(mus[k], covs[k] + sigma**2 * eye).logpdf(x.numpy())
-                for k in range(3)
-            ],
+            [multivariate_normal(mus[k], covs[k] + sigma**2 * eye).logpdf(x.numpy()) for k in range(3)],
             -1,
         )
-        w = np.exp(
-            log_n
-            + np.log(pis)
-            - np.logaddexp.reduce(log_n + np.log(pis), -1, keepdims=True)
-        )
+        w = np.exp(log_n + np.log(pis) - np.logaddexp.reduce(log_n + np.log(pis), -1, keepdims=True))
         means_k = np.stack(
-            [
-                mus[k]
-                + (x.numpy() - mus[k])
-                @ np.linalg.inv(covs[k] + sigma**2 * eye)
-                @ covs[k]
-                for k in range(3)
-            ],
+            [mus[k] + (x.numpy() - mus[k]) @ np.linalg.inv(covs[k] + sigma**2 * eye) @ covs[k] for k in range(3)],
             1,
         )
         assert 0.05 < w.max(-1).min()  # not all one-hot: the weighting is exercised
-        np.testing.assert_allclose(
-            model.responsibilities(x, sigma).numpy(), w, rtol=0, atol=1e-10
-        )
-        np.testing.assert_allclose(
-            model(x, sigma).numpy(), (w[..., None] * means_k).sum(1), rtol=0, atol=1e-10
-        )
+        np.testing.assert_allclose(model.responsibilities(x, sigma).numpy(), w, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(model(x, sigma).numpy(), (w[..., None] * means_k).sum(1), rtol=0, atol=1e-10)
         np.testing.assert_allclose(
             model.log_prob(x, sigma).numpy(),
             np.logaddexp.reduce(log_n + np.log(pis), -1),
@@ -257,21 +216,15 @@ def test_mixture_responsibilities_stay_finite_far_from_all_modes():
     model = _mixed_rank_mixture()
     x = torch.full((2, 6), 1e3, dtype=F64)
     w = model.responsibilities(x, 0.01)
-    assert bool(torch.isfinite(w).all()) and torch.allclose(
-        w.sum(-1), torch.ones(2, dtype=F64)
-    )
+    assert bool(torch.isfinite(w).all()) and torch.allclose(w.sum(-1), torch.ones(2, dtype=F64))
     assert bool(torch.isfinite(model(x, 0.01)).all())
 
 
-@pytest.mark.parametrize(
-    "weights", [[0.5, 0.6, -0.1], [0.5, 0.3, 0.3], [0.5, 0.5, 0.0]]
-)
+@pytest.mark.parametrize("weights", [[0.5, 0.6, -0.1], [0.5, 0.3, 0.3], [0.5, 0.5, 0.0]])
 def test_mixture_rejects_invalid_weights(weights):
     model = _mixed_rank_mixture()
     with pytest.raises(ValueError, match="weights"):
-        GaussianMixture(
-            torch.tensor(weights, dtype=F64), model.means, U=model.U, lam=model.lam
-        )
+        GaussianMixture(torch.tensor(weights, dtype=F64), model.means, U=model.U, lam=model.lam)
 
 
 def test_gaussian_rejects_non_orthonormal_axes():
@@ -289,15 +242,11 @@ def test_gaussian_fit_recovers_mean_and_cov():
     data = truth.sample(200_000, g)
     fit = Gaussian.fit(data)
     torch.testing.assert_close(fit.mean, truth.mean, rtol=0, atol=0.02)
-    torch.testing.assert_close(
-        _cov(fit.U, fit.lam), _cov(truth.U, truth.lam), rtol=0, atol=0.03
-    )
+    torch.testing.assert_close(_cov(fit.U, fit.lam), _cov(truth.U, truth.lam), rtol=0, atol=0.03)
 
 
 def test_gaussian_fit_rank_keeps_top_eigenvalues():
-    data = torch.randn(500, 2, 4, generator=_gen(21), dtype=F64) * torch.arange(
-        1, 9, dtype=F64
-    ).reshape(2, 4)
+    data = torch.randn(500, 2, 4, generator=_gen(21), dtype=F64) * torch.arange(1, 9, dtype=F64).reshape(2, 4)
     full, top = Gaussian.fit(data), Gaussian.fit(data, rank=3)
     assert full.rank == 8 and top.rank == 3 and top.mean.shape == (2, 4)
     torch.testing.assert_close(top.lam, full.lam[:3], rtol=1e-12, atol=0)
@@ -321,27 +270,17 @@ def test_mixture_fit_recovers_gmm3():
     fit = GaussianMixture.fit(data, 3, seed=0)
     order = torch.cdist(toy.params["means"], fit.means).argmin(1)
     assert sorted(order.tolist()) == [0, 1, 2]
-    torch.testing.assert_close(
-        fit.weights[order], toy.params["weights"], rtol=0, atol=0.02
-    )
+    torch.testing.assert_close(fit.weights[order], toy.params["weights"], rtol=0, atol=0.02)
     torch.testing.assert_close(fit.means[order], toy.params["means"], rtol=0, atol=0.1)
 
 
 def test_mixture_fit_rank_keeps_each_components_top_direction():
     data = load("anisotropic21", dtype=F64).sample(3000, _gen(24))
     full, top = GaussianMixture.fit(data, 4), GaussianMixture.fit(data, 4, rank=1)
-    assert (
-        full.ranks.tolist() == [2] * 4
-        and top.ranks.tolist() == [1] * 4
-        and top.U.shape == (4, 2, 1)
-    )
-    torch.testing.assert_close(
-        top.means, full.means, rtol=0, atol=0
-    )  # same clustering (same seed)
+    assert full.ranks.tolist() == [2] * 4 and top.ranks.tolist() == [1] * 4 and top.U.shape == (4, 2, 1)
+    torch.testing.assert_close(top.means, full.means, rtol=0, atol=0)  # same clustering (same seed)
     torch.testing.assert_close(top.lam[:, 0], full.lam[:, 0], rtol=1e-12, atol=0)
-    torch.testing.assert_close(
-        (top.U[..., 0] * full.U[..., 0]).sum(-1).abs(), torch.ones(4, dtype=F64)
-    )
+    torch.testing.assert_close((top.U[..., 0] * full.U[..., 0]).sum(-1).abs(), torch.ones(4, dtype=F64))
 
 
 def test_float32_model_computes_in_float32_and_matches_float64():
@@ -352,9 +291,7 @@ def test_float32_model_computes_in_float32_and_matches_float64():
     for method in ("forward", "score", "log_prob"):
         out32 = getattr(model32, method)(x.float(), sigma.float())
         assert out32.dtype == torch.float32
-        torch.testing.assert_close(
-            out32.double(), getattr(model64, method)(x, sigma), rtol=1e-4, atol=1e-4
-        )
+        torch.testing.assert_close(out32.double(), getattr(model64, method)(x, sigma), rtol=1e-4, atol=1e-4)
     assert model32.sample(4, g).dtype == torch.float32
 
 
@@ -370,9 +307,7 @@ def test_float32_full_rank_score_stays_accurate_at_small_sigma():
             rtol=1e-4,
             atol=0,
         )
-        mix32 = GaussianMixture(
-            [1.0], model32.mean[None], U=model32.U[None], lam=model32.lam[None]
-        )
+        mix32 = GaussianMixture([1.0], model32.mean[None], U=model32.U[None], lam=model32.lam[None])
         torch.testing.assert_close(
             mix32.score(x.float(), sigma).double(),
             model64.score(x, sigma),
@@ -396,9 +331,7 @@ def test_wrong_data_shape_raises():
 
 def test_buffers_follow_state_dict_and_double():
     model = _lowrank_gaussian().float()
-    assert (
-        set(model.state_dict()) == {"mu", "U", "lam"} and model.U.dtype == torch.float32
-    )
+    assert set(model.state_dict()) == {"mu", "U", "lam"} and model.U.dtype == torch.float32
     clone = Gaussian(torch.zeros(6), U=torch.eye(6)[:, :2], lam=torch.ones(2))
     clone.load_state_dict(model.state_dict())
     x = torch.randn(3, 6)
@@ -412,16 +345,10 @@ def test_samples_have_model_statistics():
     x = model.sample(100_000, g)
     assert x.shape == (100_000, 6)
     mean = (model.weights[:, None] * model.mu).sum(0)
-    second = sum(
-        model.weights[k]
-        * (_cov(model.U[k], model.lam[k]) + model.mu[k].outer(model.mu[k]))
-        for k in range(3)
-    )
+    second = sum(model.weights[k] * (_cov(model.U[k], model.lam[k]) + model.mu[k].outer(model.mu[k])) for k in range(3))
     torch.testing.assert_close(x.mean(0), mean, rtol=0, atol=0.03)
     torch.testing.assert_close(x.T.cov(), second - mean.outer(mean), rtol=0, atol=0.06)
-    torch.testing.assert_close(
-        model.sample(10, _gen(5)), model.sample(10, _gen(5)), rtol=0, atol=0
-    )
+    torch.testing.assert_close(model.sample(10, _gen(5)), model.sample(10, _gen(5)), rtol=0, atol=0)
 
 
 def test_image_shaped_gaussian_keeps_shape():

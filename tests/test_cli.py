@@ -93,7 +93,7 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path):
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr.decode()
     step = checkpoints(out)[-1][0]
     assert step >= 20

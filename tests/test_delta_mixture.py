@@ -19,9 +19,7 @@ def _bruteforce(points, weights, x, sigma):
     logits = weights.log() - d2 / (2 * s2)
     w = torch.softmax(logits, -1)
     D = points.shape[1]
-    log_prob = torch.logsumexp(logits, -1) - 0.5 * D * torch.log(
-        2 * torch.pi * s2[:, 0]
-    )
+    log_prob = torch.logsumexp(logits, -1) - 0.5 * D * torch.log(2 * torch.pi * s2[:, 0])
     return w @ points, log_prob
 
 
@@ -37,9 +35,7 @@ def test_denoiser_and_log_prob_equal_bruteforce(sigma):
     model = DeltaMixture(points, weights, chunk_size=9)
     mean, log_prob = _bruteforce(points, weights, x, sigma)
     torch.testing.assert_close(model(x, sigma), mean, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(
-        model.log_prob(x, sigma), log_prob, rtol=1e-12, atol=1e-10
-    )
+    torch.testing.assert_close(model.log_prob(x, sigma), log_prob, rtol=1e-12, atol=1e-10)
 
 
 @pytest.mark.parametrize("sigma", [1e-4, 0.05, 1.0, 100.0])
@@ -54,12 +50,8 @@ def test_chunked_equals_unchunked(sigma):
         model = DeltaMixture(points, chunk_size=chunk_size)
         D, i = model(x, sigma, return_index=True)
         torch.testing.assert_close(D, ref_D, rtol=1e-10, atol=1e-10)
-        torch.testing.assert_close(
-            model.score(x, sigma), whole.score(x, sigma), rtol=1e-10, atol=1e-10
-        )
-        torch.testing.assert_close(
-            model.log_prob(x, sigma), whole.log_prob(x, sigma), rtol=1e-10, atol=1e-10
-        )
+        torch.testing.assert_close(model.score(x, sigma), whole.score(x, sigma), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(model.log_prob(x, sigma), whole.log_prob(x, sigma), rtol=1e-10, atol=1e-10)
         assert torch.equal(i, ref_i)
 
 
@@ -82,9 +74,7 @@ def test_large_sigma_weights_become_the_mixture_weights():
     weights = torch.softmax(torch.randn(30, generator=g, dtype=F64), 0)
     model = DeltaMixture(points, weights)
     x = torch.randn(4, 2, generator=g, dtype=F64)
-    torch.testing.assert_close(
-        model(x, 1e6), (weights @ points).expand(4, 2), rtol=0, atol=1e-5
-    )
+    torch.testing.assert_close(model(x, 1e6), (weights @ points).expand(4, 2), rtol=0, atol=1e-5)
 
 
 def test_far_field_unexplained_variance_falls_like_tr_sigma_over_sigma_squared():
@@ -93,9 +83,7 @@ def test_far_field_unexplained_variance_falls_like_tr_sigma_over_sigma_squared()
     variance ||s_delta - s_gauss||^2 / ||s_delta||^2 must fall, and stay below tr(Sigma)/sigma^2,
     while the isotropic model (no covariance) is left with a larger error at every sigma."""
     g = _gen(5)
-    A = torch.randn(8, 8, generator=g, dtype=F64) * torch.linspace(
-        1.5, 0.1, 8, dtype=F64
-    )
+    A = torch.randn(8, 8, generator=g, dtype=F64) * torch.linspace(1.5, 0.1, 8, dtype=F64)
     points = torch.randn(400, 8, generator=g, dtype=F64) @ A.T + 1.0
     delta = DeltaMixture(points)
     gauss = Gaussian.fit(points)
@@ -123,9 +111,7 @@ def test_sample_draws_training_points_with_their_weights():
     model = DeltaMixture(points, torch.tensor([0.2, 0.5, 0.3], dtype=F64))
     x = model.sample(60_000, _gen(6))
     freq = torch.bincount(x[:, 0].long(), minlength=3).double() / len(x)
-    torch.testing.assert_close(
-        freq, torch.tensor([0.2, 0.5, 0.3], dtype=F64), rtol=0, atol=0.01
-    )
+    torch.testing.assert_close(freq, torch.tensor([0.2, 0.5, 0.3], dtype=F64), rtol=0, atol=0.01)
     assert torch.equal(model.sample(5, _gen(7)), model.sample(5, _gen(7)))
 
 
@@ -145,10 +131,7 @@ def test_invalid_input_raises():
 
 def test_state_dict_roundtrip_and_dtype_conversion():
     model = DeltaMixture(torch.randn(10, 3)).double()
-    assert (
-        set(model.state_dict()) == {"points", "log_c", "half_sq"}
-        and model.points.dtype == F64
-    )
+    assert set(model.state_dict()) == {"points", "log_c", "half_sq"} and model.points.dtype == F64
     clone = DeltaMixture(torch.zeros(10, 3, dtype=F64))
     clone.load_state_dict(model.state_dict())
     x = torch.randn(4, 3, dtype=F64)

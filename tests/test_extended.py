@@ -35,9 +35,7 @@ def test_single_dirac_gives_minus_x_for_every_gamma(gamma):
         DeltaMixture(torch.zeros(1, 3, dtype=F64)),
         Isotropic(torch.zeros(3, dtype=F64)),
     ):
-        torch.testing.assert_close(
-            extended_score(model, x, gamma), -x, rtol=1e-9, atol=1e-12
-        )
+        torch.testing.assert_close(extended_score(model, x, gamma), -x, rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(extended_score_limit(model, x), -x, rtol=0, atol=0)
 
 
@@ -51,9 +49,7 @@ def test_degenerate_gaussian_extended_score_has_its_closed_form(gamma):
     c = d @ model.U
     coef = (1 + gamma) / (model.lam + gamma) - gamma / (model.lam + gamma) ** 2
     expected = -(c * coef) @ model.U.T - (d - c @ model.U.T)
-    torch.testing.assert_close(
-        extended_score(model, x, gamma), expected, rtol=1e-10, atol=1e-10
-    )
+    torch.testing.assert_close(extended_score(model, x, gamma), expected, rtol=1e-10, atol=1e-10)
 
 
 def test_degenerate_gaussian_converges_to_appendix_a1_limit():
@@ -61,20 +57,14 @@ def test_degenerate_gaussian_converges_to_appendix_a1_limit():
     model = _degenerate_gaussian()
     x = model.mean + 2 * torch.randn(6, 5, generator=_gen(3), dtype=F64)
     limit = extended_score_limit(model, x)
-    errors = [
-        _rel(extended_score(model, x, g), limit) for g in (1e-2, 1e-3, 1e-4, 1e-6)
-    ]
+    errors = [_rel(extended_score(model, x, g), limit) for g in (1e-2, 1e-3, 1e-4, 1e-6)]
     assert all(b < a / 5 for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] < 1e-5
     # in the frame of U: on the support the clean Gaussian score, across it -x_2
     d = x - model.mu
-    torch.testing.assert_close(
-        limit @ model.U, -(d @ model.U) / model.lam, rtol=1e-12, atol=1e-12
-    )
+    torch.testing.assert_close(limit @ model.U, -(d @ model.U) / model.lam, rtol=1e-12, atol=1e-12)
     perp = limit - (limit @ model.U) @ model.U.T
-    torch.testing.assert_close(
-        perp, -(d - (d @ model.U) @ model.U.T), rtol=1e-12, atol=1e-12
-    )
+    torch.testing.assert_close(perp, -(d - (d @ model.U) @ model.U.T), rtol=1e-12, atol=1e-12)
 
 
 def test_dirac_mixture_converges_to_voronoi_limit():
@@ -87,26 +77,18 @@ def test_dirac_mixture_converges_to_voronoi_limit():
     limit = extended_score_limit(model, x)
     nearest = torch.cdist(x, points).argmin(-1)
     torch.testing.assert_close(limit, points[nearest] - x, rtol=0, atol=1e-12)
-    torch.testing.assert_close(
-        extended_score(model, x, 1e-5), limit, rtol=1e-8, atol=1e-8
-    )
+    torch.testing.assert_close(extended_score(model, x, 1e-5), limit, rtol=1e-8, atol=1e-8)
 
 
 def test_dirac_mixture_tie_is_split_by_the_weights():
     """Lemma 3.3 on a Voronoi boundary: z_i = c_i / sum of the tied c_j; H_gamma agrees for every small gamma."""
     points = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 5.0]], dtype=F64)
     model = DeltaMixture(points, torch.tensor([0.2, 0.6, 0.2], dtype=F64))
-    x = torch.tensor(
-        [[0.0, 1.5], [0.0, -0.7]], dtype=F64
-    )  # equidistant from the first two points
+    x = torch.tensor([[0.0, 1.5], [0.0, -0.7]], dtype=F64)  # equidistant from the first two points
     expected = -(x - (0.25 * points[0] + 0.75 * points[1]))
-    torch.testing.assert_close(
-        extended_score_limit(model, x), expected, rtol=0, atol=1e-14
-    )
+    torch.testing.assert_close(extended_score_limit(model, x), expected, rtol=0, atol=1e-14)
     for gamma in (1e-2, 1e-4):
-        torch.testing.assert_close(
-            extended_score(model, x, gamma), expected, rtol=1e-8, atol=1e-8
-        )
+        torch.testing.assert_close(extended_score(model, x, gamma), expected, rtol=1e-8, atol=1e-8)
 
 
 def test_h0_is_the_score_for_a_non_degenerate_density():
@@ -158,9 +140,7 @@ def test_invalid_input_raises():
         extended_score(model, x, 0.0)
     with pytest.raises(TypeError, match="closed-form"):
         extended_score_limit(
-            GaussianMixture(
-                [1.0], torch.zeros(1, 3, dtype=F64), torch.eye(3, dtype=F64)[None]
-            ),
+            GaussianMixture([1.0], torch.zeros(1, 3, dtype=F64), torch.eye(3, dtype=F64)[None]),
             x,
         )
     with pytest.raises(TypeError, match="dtype"):

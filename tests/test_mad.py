@@ -20,7 +20,9 @@ def _gen(seed=0):
 
 def _mixture():
     covs = torch.stack([torch.diag(torch.tensor(v, dtype=F64)) for v in ([0.5, 2.0], [1.0, 0.1])])
-    return GaussianMixture(torch.tensor([0.4, 0.6], dtype=F64), torch.tensor([[-3.0, 0.0], [3.0, 1.0]], dtype=F64), covs)
+    return GaussianMixture(
+        torch.tensor([0.4, 0.6], dtype=F64), torch.tensor([[-3.0, 0.0], [3.0, 1.0]], dtype=F64), covs
+    )
 
 
 @pytest.mark.parametrize(("a", "b", "p"), [(1, 1, 1), (1, 1.1, 1.3), (2, 30, 2), (0.002, 15, 8)])
@@ -52,8 +54,17 @@ def test_a_dirac_is_approached_like_the_standard_step(derivative):
     sigmas = karras(10, sigma_min=0.05, sigma_max=10.0)
     x = mu + 10 * torch.randn(8, 3, generator=_gen(2), dtype=F64)
     states = []
-    mad(model, x, sigmas, a=2, b=30, p=2, delta=1e-6, derivative=derivative,
-        callback=lambda i, t, xi, d: states.append(xi))
+    mad(
+        model,
+        x,
+        sigmas,
+        a=2,
+        b=30,
+        p=2,
+        delta=1e-6,
+        derivative=derivative,
+        callback=lambda i, t, xi, d: states.append(xi),
+    )
     states = torch.stack(states)
     ratio = (states[1:] - mu).norm(dim=-1) / (states[:-1] - mu).norm(dim=-1)
     expected = (sigmas[1:-1] / sigmas[:-2])[:, None].expand_as(ratio)
@@ -160,8 +171,16 @@ def test_rings5_trained_mlp_radial_spread_shrinks(tmp_path):
     from scorelab.runs import load_denoiser
     from scorelab.train import TrainConfig, train
 
-    config = TrainConfig(data="rings5", model="mlp", steps=2000, batch_size=1024, lr=2e-3, ema_halflife=200,
-                         checkpoint_every=2000, device="cpu")
+    config = TrainConfig(
+        data="rings5",
+        model="mlp",
+        steps=2000,
+        batch_size=1024,
+        lr=2e-3,
+        ema_halflife=200,
+        checkpoint_every=2000,
+        device="cpu",
+    )
     train(config, tmp_path / "rings5", progress=False)
     denoiser, _ = load_denoiser(tmp_path / "rings5")
     toy = load("rings5")

@@ -193,15 +193,26 @@ def test_blots_are_gaussians_centred_on_the_boundary_points(size):
     # on all-white images the blots show alone: 1 - depth * sum_k exp(-|p - c_k|^2 / (2 sigma^2)), clipped,
     # sigma = bump_width * size pixels = 2 * bump_width in normalised units, c_k the points boundary_points draws
     shape, angles = torch.tensor([0, 2, 3]), torch.tensor([0.4, 2.0, 5.0], dtype=F64)
-    out = corrupt(torch.ones(3, 1, size, size), shape, angles, _gen(9), n_bumps=4, bump_width=0.05,
-                  bump_depth=0.7, noise_std=0.0, quantize=False)
+    out = corrupt(
+        torch.ones(3, 1, size, size),
+        shape,
+        angles,
+        _gen(9),
+        n_bumps=4,
+        bump_width=0.05,
+        bump_depth=0.7,
+        noise_std=0.0,
+        quantize=False,
+    )
     centres = boundary_points(shape, angles, 4, _gen(9))
     c = (torch.arange(size, dtype=F64) + 0.5) * (2 / size) - 1
     x, y = c[None, :, None], -c[:, None, None]  # column j -> x, row i -> y (pointing up)
-    expected = torch.stack([
-        (1 - 0.7 * torch.exp(-((x - p[:, 0]) ** 2 + (y - p[:, 1]) ** 2) / (2 * 0.1**2)).sum(-1)).clamp(-1, 1)
-        for p in centres
-    ])
+    expected = torch.stack(
+        [
+            (1 - 0.7 * torch.exp(-((x - p[:, 0]) ** 2 + (y - p[:, 1]) ** 2) / (2 * 0.1**2)).sum(-1)).clamp(-1, 1)
+            for p in centres
+        ]
+    )
     torch.testing.assert_close(out[:, 0], expected.float(), rtol=0, atol=1e-5)
 
 

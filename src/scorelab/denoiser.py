@@ -24,9 +24,7 @@ def as_sigma(sigma: Tensor | float, x: Tensor, *, allow_zero: bool = False) -> T
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
     if sigma.shape != (x.shape[0],):
-        raise ValueError(
-            f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}"
-        )
+        raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
     if not torch.compiler.is_compiling():
         if allow_zero and not bool((sigma >= 0).all()):
             raise ValueError("sigma must be >= 0")
@@ -51,14 +49,10 @@ def score(denoiser: Denoiser, x: Tensor, sigma: Tensor | float) -> Tensor:
     return (denoiser(x, s) - x) / append_dims(s, x.ndim) ** 2
 
 
-def score_and_derivative(
-    denoiser: Denoiser, x: Tensor, sigma: Tensor | float
-) -> tuple[Tensor, Tensor]:
+def score_and_derivative(denoiser: Denoiser, x: Tensor, sigma: Tensor | float) -> tuple[Tensor, Tensor]:
     """``S(x, sigma)`` and its sigma-derivative ``dS/dsigma`` at fixed ``x``, the derivative exact by
     forward-mode autograd: one Jacobian-vector product through the denoiser (MAD paper, footnote 2)."""
     s = as_sigma(sigma, x).clone()  # a dual tensor cannot be an expanded view
     with fwAD.dual_level():
-        value, tangent = fwAD.unpack_dual(
-            score(denoiser, x, fwAD.make_dual(s, torch.ones_like(s)))
-        )
+        value, tangent = fwAD.unpack_dual(score(denoiser, x, fwAD.make_dual(s, torch.ones_like(s))))
     return value, torch.zeros_like(value) if tangent is None else tangent

@@ -27,34 +27,23 @@ class DeltaMixture(nn.Module):
     ``(N,)`` = ``||y_i||^2 / 2``.
     """
 
-    def __init__(
-        self, points: Tensor, weights: Tensor | None = None, *, chunk_size: int = 4096
-    ) -> None:
+    def __init__(self, points: Tensor, weights: Tensor | None = None, *, chunk_size: int = 4096) -> None:
         super().__init__()
         points = _floating(points, "points")
         if points.ndim < 2 or len(points) == 0:
-            raise ValueError(
-                f"points must have shape (N >= 1, *shape), got {tuple(points.shape)}"
-            )
+            raise ValueError(f"points must have shape (N >= 1, *shape), got {tuple(points.shape)}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.shape = tuple(points.shape[1:])
         self.chunk_size = int(chunk_size)
         y = points.reshape(len(points), -1)
         if weights is None:
-            log_c = torch.full(
-                (len(y),), -math.log(len(y)), dtype=y.dtype, device=y.device
-            )
+            log_c = torch.full((len(y),), -math.log(len(y)), dtype=y.dtype, device=y.device)
         else:
             weights = _param(weights, y.dtype, "weights")
             if weights.shape != (len(y),):
-                raise ValueError(
-                    f"weights must have shape ({len(y)},), got {tuple(weights.shape)}"
-                )
-            if (
-                not bool((weights > 0).all())
-                or abs(float(weights.double().sum()) - 1) > 1e-6
-            ):
+                raise ValueError(f"weights must have shape ({len(y)},), got {tuple(weights.shape)}")
+            if not bool((weights > 0).all()) or abs(float(weights.double().sum()) - 1) > 1e-6:
                 raise ValueError("weights must be > 0 and sum to 1")
             log_c = weights.log()
         self.register_buffer("points", y.clone())
@@ -103,14 +92,19 @@ class DeltaMixture(nn.Module):
         """``n`` training points drawn with probabilities ``c_i``, ``(n, *shape)``."""
         if n == 0:
             return self.points.new_zeros(0, *self.shape)
-        i = torch.multinomial(
-            self.log_c.exp(), n, replacement=True, generator=generator
-        )
+        i = torch.multinomial(self.log_c.exp(), n, replacement=True, generator=generator)
         return self.points[i].reshape(n, *self.shape)
 
-    def _reduce(
-        self, x: Tensor, sigma: Tensor, *, want_mean: bool
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    def chunks(self) -> list[slice]:
+        """The slices of points visited together (``chunk_size`` each, the last one shorter)."""
+        return [slice(i, i + self.chunk_size) for i in range(0, self.n_points, self.chunk_size)]
+
+    def proximity(self, x: Tensor, chunk: slice) -> Tensor:
+        """``q_i = x.y_i - ||y_i||^2 / 2`` for the points of ``chunk``, ``(B, len)``: ``-||x - y_i||^2 / 2``
+        up to a term common to every point, so ``argmax_i q_i`` is the nearest point."""
+        return x @ self.points[chunk].T - self.half_sq[chunk]
+
+    def _reduce(self, x: Tensor, sigma: Tensor, *, want_mean: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         """One pass over the points in chunks for the logits ``l_i = log c_i + (x.y_i - ||y_i||^2/2) / sigma^2``:
         ``m = max_i l_i``, ``sum_i exp(l_i - m)``, ``sum_i w_i y_i`` and ``argmax_i l_i``.
 
@@ -121,20 +115,16 @@ class DeltaMixture(nn.Module):
         total = x.new_zeros(len(x))  # sum_i exp(l_i - m)
         acc = x.new_zeros(x.shape) if want_mean else None  # sum_i exp(l_i - m) y_i
         index = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        for start in range(0, self.n_points, self.chunk_size):
-            stop = min(start + self.chunk_size, self.n_points)
-            y = self.points[start:stop]
-            logits = (x @ y.T - self.half_sq[start:stop]) * inv_s2 + self.log_c[
-                start:stop
-            ]
+        for c in self.chunks():
+            logits = self.proximity(x, c) * inv_s2 + self.log_c[c]
             chunk_max, arg = logits.max(-1)
-            index = torch.where(chunk_max > m, arg + start, index)
+            index = torch.where(chunk_max > m, arg + c.start, index)
             m_new = torch.maximum(m, chunk_max)
             rescale = torch.exp(m - m_new)  # exp(-inf) = 0 on the first chunk
             w = torch.exp(logits - m_new[:, None])
             total = total * rescale + w.sum(-1)
             if acc is not None:
-                acc = acc * rescale[:, None] + w @ y
+                acc = acc * rescale[:, None] + w @ self.points[c]
             m = m_new
         mean = acc / total[:, None] if acc is not None else None
         return m, total, mean, index

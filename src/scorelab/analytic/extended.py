@@ -29,9 +29,7 @@ def extended_score(model: Denoiser, x: Tensor, gamma: Tensor | float) -> Tensor:
     return (1 + gamma).reshape(shape) * s + (sigma / 2).reshape(shape) * ds
 
 
-def extended_score_limit(
-    model: Isotropic | Gaussian | DeltaMixture, x: Tensor
-) -> Tensor:
+def extended_score_limit(model: Isotropic | Gaussian | DeltaMixture, x: Tensor) -> Tensor:
     """``H_0 p(x) = lim_{gamma -> 0} H_gamma p(x)`` in closed form.
 
     - ``DeltaMixture``: ``-sum_i z_i(x) (x - y_i)`` with ``z`` the Voronoi indicator of the nearest
@@ -59,27 +57,18 @@ def extended_score_limit(
     )
 
 
-def _dirac_limit(
-    model: DeltaMixture, x: Tensor, rel_tol: float | None = None
-) -> Tensor:
+def _dirac_limit(model: DeltaMixture, x: Tensor, rel_tol: float | None = None) -> Tensor:
     """Lemma 3.3 in two chunked passes: the largest ``q_i = x.y_i - ||y_i||^2/2`` (the nearest
     point), then the ``c``-weighted mean of every point within rounding of it (the ties)."""
     xf = _flat(x, model.shape, model.points.dtype)
     rel_tol = 1000 * torch.finfo(xf.dtype).eps if rel_tol is None else rel_tol
-    chunks = [
-        slice(i, i + model.chunk_size)
-        for i in range(0, model.n_points, model.chunk_size)
-    ]
-    best = torch.stack(
-        [(xf @ model.points[c].T - model.half_sq[c]).amax(-1) for c in chunks]
-    ).amax(0)
+    best = torch.stack([model.proximity(xf, c).amax(-1) for c in model.chunks()]).amax(0)
     # a tie is a difference below the rounding of the q's themselves
     tol = rel_tol * (0.5 * xf.square().sum(-1) + model.half_sq.max())
     weight = xf.new_zeros(len(xf))
     acc = torch.zeros_like(xf)
-    for c in chunks:
-        q = xf @ model.points[c].T - model.half_sq[c]
-        z = torch.where(q >= (best - tol)[:, None], model.log_c[c].exp(), 0.0)
+    for c in model.chunks():
+        z = torch.where(model.proximity(xf, c) >= (best - tol)[:, None], model.log_c[c].exp(), 0.0)
         weight = weight + z.sum(-1)
         acc = acc + z @ model.points[c]
     return (acc / weight[:, None] - xf).reshape(x.shape)

@@ -150,11 +150,11 @@ _RAW: dict[str, _Polygon | _Crescent] = {
     # unequal arms: no symmetry at all
     "L": _Polygon([(0.0, 0.0), (1.0, 0.0), (1.0, 0.36), (0.36, 0.36), (0.36, 1.55), (0.0, 1.55)]),
     # a long thin bar on a stubby stem
-    "T": _Polygon([(-0.17, 0.0), (0.17, 0.0), (0.17, 0.8), (0.8, 0.8), (0.8, 1.12), (-0.8, 1.12),
-                   (-0.8, 0.8), (-0.17, 0.8)]),
+    "T": _Polygon(
+        [(-0.17, 0.0), (0.17, 0.0), (0.17, 0.8), (0.8, 0.8), (0.8, 1.12), (-0.8, 1.12), (-0.8, 0.8), (-0.17, 0.8)]
+    ),
     # a thin shaft under a broad triangular head
-    "arrow": _Polygon([(-0.13, 0.0), (0.13, 0.0), (0.13, 0.85), (0.6, 0.85), (0.0, 1.65), (-0.6, 0.85),
-                       (-0.13, 0.85)]),
+    "arrow": _Polygon([(-0.13, 0.0), (0.13, 0.0), (0.13, 0.85), (0.6, 0.85), (0.0, 1.65), (-0.6, 0.85), (-0.13, 0.85)]),
     # a thick crescent opening to the right
     "crescent": _Crescent(0.0, 1.0, 0.55, 0.8),
 }
@@ -207,10 +207,10 @@ def _render(k: int, angles: Tensor, size: int, antialias: bool) -> Tensor:
     cos, sin = theta.cos()[:, None], theta.sin()[:, None]
     step = max(1, _MAX_ELEMENTS // max(1, len(index)))
     for lo in range(0, len(angles), step):
-        c, s = cos[lo:lo + step], sin[lo:lo + step]
+        c, s = cos[lo : lo + step], sin[lo : lo + step]
         qx = (x * c + y * s).float()  # pixel centres turned back by -angle: the shape's own frame
         qy = (y * c - x * s).float()
-        out[lo:lo + step, index] = _coverage(shape.sdf(qx, qy), size, antialias)
+        out[lo : lo + step, index] = _coverage(shape.sdf(qx, qy), size, antialias)
     return out.view(len(angles), size, size)
 
 
@@ -277,8 +277,10 @@ def boundary_points(
 def _check_labels(shape_index: Tensor, angles: Tensor, n: int | None = None) -> tuple[Tensor, Tensor]:
     shape_index, angles = torch.as_tensor(shape_index), torch.as_tensor(angles)
     if shape_index.ndim != 1 or angles.shape != shape_index.shape:
-        raise ValueError(f"shape_index and angles must be 1-D of equal length, got shapes "
-                         f"{tuple(shape_index.shape)} and {tuple(angles.shape)}")
+        raise ValueError(
+            f"shape_index and angles must be 1-D of equal length, got shapes "
+            f"{tuple(shape_index.shape)} and {tuple(angles.shape)}"
+        )
     if n is not None and len(shape_index) != n:
         raise ValueError(f"expected {n} labels (one per image), got {len(shape_index)}")
     if shape_index.is_floating_point() or shape_index.is_complex():
@@ -356,8 +358,10 @@ def corrupt(
     if not math.isfinite(noise_std) or noise_std < 0:
         raise ValueError(f"noise_std must be finite and >= 0, got {noise_std}")
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1 or not images.is_floating_point():
-        raise DataError(f"images: expected a float tensor (N, 1, size, size), got "
-                        f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
+        raise DataError(
+            f"images: expected a float tensor (N, 1, size, size), got "
+            f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}"
+        )
     n, _, size, width = images.shape
     if size != width:
         raise DataError(f"images must be square, got {size}x{width}")
@@ -402,7 +406,10 @@ def noisy_shapes(n: int, size: int = 64, seed: int = 0, **corruption: float) -> 
     in that order, so ``(n, size, seed, corruption)`` fixes the data set. The paper's 100 000 images at
     64 px take ~30 s on one CPU thread and 3.3 GB (noisy and clean, float32)."""
     params: dict[str, float] = {
-        "n_bumps": N_BUMPS, "bump_width": BUMP_WIDTH, "bump_depth": BUMP_DEPTH, "noise_std": NOISE_STD,
+        "n_bumps": N_BUMPS,
+        "bump_width": BUMP_WIDTH,
+        "bump_depth": BUMP_DEPTH,
+        "noise_std": NOISE_STD,
         "quantize": True,
     }
     unknown = sorted(set(corruption) - set(params))
@@ -448,8 +455,14 @@ def _standard_bank(size: int, n_angles: int) -> dict[str, Tensor]:
     bank64 = bank.to(_F64)
     centred = bank64 - bank64.mean(1, keepdim=True)
     norm = centred.norm(dim=1)
-    return {"bank": bank, "bank64": bank64, "centred": centred, "norm": norm,
-            "unit": (centred / norm[:, None]).float(), "sq": (bank64 * bank64).sum(1)}
+    return {
+        "bank": bank,
+        "bank64": bank64,
+        "centred": centred,
+        "norm": norm,
+        "unit": (centred / norm[:, None]).float(),
+        "sq": (bank64 * bank64).sum(1),
+    }
 
 
 def manifold_scores(
@@ -480,24 +493,25 @@ def manifold_scores(
     correlation, rmse = torch.empty(n), torch.empty(n)
     best = torch.empty(n, dtype=torch.long)
     for lo in range(0, n, chunk):
-        xc = x[lo:lo + chunk].to(_F64)
+        xc = x[lo : lo + chunk].to(_F64)
         centred = xc - xc.mean(1, keepdim=True)
         norm = centred.norm(dim=1)
         k = ((centred / norm.clamp_min(1e-12)[:, None]).float() @ ref["unit"].T).argmax(1)
         corr = (centred * ref["centred"][k]).sum(1) / (norm * ref["norm"][k])
-        correlation[lo:lo + chunk] = corr.nan_to_num_(0.0).float()  # a constant image correlates 0
-        best[lo:lo + chunk] = k
+        correlation[lo : lo + chunk] = corr.nan_to_num_(0.0).float()  # a constant image correlates 0
+        best[lo : lo + chunk] = k
         d2 = ref["sq"] - 2 * (xc.float() @ ref["bank"].T).to(_F64)  # |x - r|^2 - |x|^2
         j = d2.argmin(1)
-        rmse[lo:lo + chunk] = (xc - ref["bank64"][j]).pow_(2).mean(1).sqrt_().float()
+        rmse[lo : lo + chunk] = (xc - ref["bank64"][j]).pow_(2).mean(1).sqrt_().float()
     return {"correlation": correlation, "rmse": rmse, "shape": bank_shape[best], "angle": bank_angle[best]}
 
 
 def _as_batch(images: Tensor, size: int | None) -> Tensor:
     """``images`` as ``(N, size * size)``, checking the layout, dtype and finiteness."""
     if not isinstance(images, Tensor) or not images.is_floating_point():
-        raise DataError(f"images: expected a floating torch.Tensor, got "
-                        f"{getattr(images, 'dtype', type(images).__name__)}")
+        raise DataError(
+            f"images: expected a floating torch.Tensor, got {getattr(images, 'dtype', type(images).__name__)}"
+        )
     shape = tuple(images.shape)
     if images.ndim == 4 and shape[1] == 1 and shape[2] == shape[3]:
         side = shape[2]

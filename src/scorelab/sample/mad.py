@@ -83,14 +83,14 @@ def mad(
     gammas = mad_gamma(positive, a, b, p)
     # 1 + gamma - b gamma / t^2 = gamma + a gamma^(2/p) / t^2 by the definition of gamma: the
     # right side has no cancellation (for p <= 2, b gamma / t^2 -> 1 as t -> 0)
-    m_inv = gammas + a * gammas ** (2 / p) / positive.double() ** 2
-    if not bool(torch.isfinite(1 / m_inv).all()):
-        i = int(torch.nonzero(~torch.isfinite(1 / m_inv))[0])
+    m = 1 / (gammas + a * gammas ** (2 / p) / positive.double() ** 2)
+    if not bool(torch.isfinite(m).all()):
+        i = int(torch.nonzero(~torch.isfinite(m))[0])
         raise ValueError(
             f"m = 1/(1 + gamma - b gamma / t^2) is undefined at step {i} (t = {float(positive[i]):.4g}, "
             f"gamma = {float(gammas[i]):.3g}): choose a smaller b or a larger a"
         )
-    m = (1 / m_inv).to(dtype=x.dtype, device=x.device)
+    m = m.to(dtype=x.dtype, device=x.device)
     gammas = gammas.to(dtype=x.dtype, device=x.device)
     for i in trange(len(sigmas) - 1, disable=not progress, desc="mad"):
         t, t_next, gamma = sigmas[i], sigmas[i + 1], gammas[i]
