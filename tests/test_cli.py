@@ -117,3 +117,45 @@ def test_data_shapes_writes_a_trainable_file(tmp_path, capsys):
                                atol=1e-6)
     assert run_cli("data", "shapes", "--n", 4, "--size", 4, "--out", out) == 2
     assert "size" in capsys.readouterr().err
+
+
+def test_export_writes_a_small_loadable_weights_file(tmp_path, capsys):
+    import torch
+
+    from scorelab.runs import load_denoiser
+
+    assert run_cli("train", "--data", "gmm3", "--out", tmp_path / "r", *TINY) == 0
+    assert run_cli("export", tmp_path / "r", "--out", tmp_path / "w16.safetensors", "--dtype", "float16") == 0
+    assert run_cli("export", tmp_path / "r", "--out", tmp_path / "w32.safetensors") == 0
+    full, _ = load_denoiser(tmp_path / "r")
+    exact, meta = load_denoiser(tmp_path / "w32.safetensors")
+    half, _ = load_denoiser(tmp_path / "w16.safetensors")
+    assert meta["step"] == 6 and meta["exported"]["weights"] == "ema" and "optimizer" not in meta
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = full(x, 0.5)
+        assert torch.equal(exact(x, 0.5), reference)  # float32 export: bit for bit
+        assert all(p.dtype == torch.float32 for p in half.parameters())  # cast back on load
+        assert (half(x, 0.5) - reference).abs().max() < 1e-2  # float16 weights: ~3 decimal digits
+    assert (tmp_path / "w16.safetensors").stat().st_size < 0.6 * (tmp_path / "w32.safetensors").stat().st_size
+    # an export holds no training state: it samples, but neither resumes nor offers the raw weights
+    assert run_cli("sample", tmp_path / "w16.safetensors", "--n", 4, "--steps", 2, "--device", "cpu",
+                   "--out", tmp_path / "s") == 0
+    capsys.readouterr()
+    assert run_cli("sample", tmp_path / "w16.safetensors", "--weights", "model", "--n", 2, "--device", "cpu") == 2
+    assert "holds no 'model' weights (it holds: ema)" in capsys.readouterr().err
+    assert run_cli("export", tmp_path / "r", "--out", tmp_path / "w.bin") == 2
+    assert ".safetensors" in capsys.readouterr().err
+
+
+def test_pretrained_shapes_model_samples_with_mad(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("sample", "--pretrained", "shapes-noisy", "--sampler", "mad", "--a", 0.05, "--b", 3, "--p", 8,
+                   "--n", 2, "--steps", 3, "--device", "cpu") == 0
+    data = np.load(tmp_path / "samples" / "shapes-noisy" / "mad-3-seed0" / "samples.npz")
+    assert data["samples"].shape == (2, 1, 64, 64) and np.isfinite(data["samples"]).all()
+    capsys.readouterr()
+    assert run_cli("sample", "--pretrained", "nosuch", "--n", 2) == 2
+    assert "no pretrained model 'nosuch'; shipped: shapes-noisy" in capsys.readouterr().err
+    assert run_cli("sample", "--n", 2) == 2
+    assert "either a run directory" in capsys.readouterr().err

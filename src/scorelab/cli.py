@@ -36,6 +36,10 @@ def cmd_train(args: argparse.Namespace) -> int:
              if f.name != "model_options" and getattr(args, f.name, None) is not None}
     if args.model_option:
         given["model_options"] = _model_options(args.model_option)
+    if args.track is not None:
+        given["track"] = [t.strip() for t in args.track.split(",") if t.strip()]
+    if args.track_sigmas is not None:
+        given["track_sigmas"] = _floats(args.track_sigmas, "--track-sigmas")
     if args.resume:
         config = TrainConfig.from_dict(read_config(Path(args.out)))
         for key, value in given.items():
@@ -48,6 +52,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} takes comma-separated numbers, got {text!r}") from None
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -55,21 +66,33 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .sample.generate import generate
     from .train import resolve_device
 
+    if (args.run is None) == (args.pretrained is None):
+        raise ValueError("give either a run directory / checkpoint file or --pretrained NAME")
+    if args.pretrained is not None:
+        from .pretrained import pretrained_path
+
+        source = pretrained_path(args.pretrained)
+        default_root = Path("samples") / args.pretrained
+    else:
+        source = Path(args.run)
+        default_root = source / "samples" if source.is_dir() else source.parent / "samples"
     device = resolve_device(args.device)
-    denoiser, meta = load_denoiser(args.run, weights=args.weights, device=device)
+    denoiser, meta = load_denoiser(source, weights=args.weights, device=device)
     seeds = list(range(args.seed, args.seed + args.n))
     settings = {"steps": args.steps, "sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "rho": args.rho,
                 "batch_size": args.batch_size, "device": device, "progress": not args.no_progress}
     options: dict[str, Any] = {"S_churn": args.churn} if args.sampler == "heun" and args.churn else {}
     if args.sampler == "mad":
         options = {"a": args.a, "b": args.b, "p": args.p, "delta": args.delta, "derivative": args.derivative}
-    name = f"{args.sampler}-{args.steps}-seed{args.seed}"
-    out = Path(args.out) if args.out else Path(args.run) / "samples" / name
+    if args.teleport is not None:
+        settings.update(_teleport_settings(args, source, denoiser, meta, device))
+    name = f"{args.sampler}-{args.steps}-seed{args.seed}" + (f"-skip{settings['skip']}" if settings.get("skip") else "")
+    out = Path(args.out) if args.out else default_root / name
     if args.grid:
         if args.sampler != "mad":
             raise ValueError("--grid sweeps MAD's parameters: use it with --sampler mad")
         return _sample_grid(denoiser, meta, seeds, settings, options, _parse_grid(args.grid),
-                            Path(args.out) if args.out else Path(args.run) / "samples" / f"{name}-grid")
+                            Path(args.out) if args.out else default_root / f"{name}-grid")
     samples, nfe = generate(denoiser, meta["data_shape"], seeds, sampler=args.sampler, **settings, **options)
     _check_finite(samples)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,6 +102,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"{len(samples)} samples ({args.sampler}, {args.steps} steps, NFE {nfe:g} per sample) -> "
           f"{out / 'samples.npz'}; figure {figure}")
     return 0
+
+
+def _teleport_settings(args: argparse.Namespace, source: Path, denoiser: Any, meta: dict, device: Any) -> dict:
+    """``skip`` and ``gaussian`` for ``generate``: the Gaussian of the run's training data, and for
+    ``--teleport auto`` the number of steps from ``sample.auto_skip``, measured once on 64 probe
+    seeds and cached in the run directory (``teleport.json``)."""
+    import torch
+
+    from .analytic import Gaussian
+    from .data import load_dataset
+    from .sample import auto_skip, noise_for_seeds
+    from .schedules import karras
+
+    config = meta["config"]
+    data = load_dataset(config["data"], n=config.get("n_data", 100_000), seed=config.get("seed", 0))
+    gaussian = Gaussian.fit(data).to(device)
+    if args.teleport != "auto":
+        try:
+            return {"skip": int(args.teleport), "gaussian": gaussian}
+        except ValueError:
+            raise ValueError(f"--teleport takes a number of steps or 'auto', got {args.teleport!r}") from None
+    sigmas = karras(args.steps, args.sigma_min, args.sigma_max, args.rho)
+    key = (f"{meta.get('step')}:{args.weights}:steps={args.steps}:sigma={args.sigma_min:g}-{args.sigma_max:g}:"
+           f"rho={args.rho:g}:threshold={args.teleport_threshold:g}")
+    cache = (source if source.is_dir() else source.parent) / "teleport.json"
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    if key not in known:
+        probe, _ = noise_for_seeds(range(1_000_000, 1_000_064), meta["data_shape"], device=device)
+        with torch.no_grad():
+            known[key] = auto_skip(denoiser, gaussian, probe * sigmas[0], sigmas, args.teleport_threshold)
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(cache, json.dumps(known, indent=2))
+    print(f"teleport: skipping {known[key]} of {args.steps} steps (auto, threshold {args.teleport_threshold:g}; "
+          f"cached in {cache})")
+    return {"skip": int(known[key]), "gaussian": gaussian}
 
 
 def _parse_grid(spec: str) -> list[dict[str, float]]:
@@ -186,6 +245,121 @@ def cmd_data_shapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .runs import export_weights
+
+    out = export_weights(args.run, args.out, weights=args.weights, dtype=args.dtype)
+    print(f"{args.weights} weights of {args.run} as {args.dtype} -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def _run_and_data(run: str, device: Any) -> tuple[Any, dict, Any]:
+    from .data import load_dataset
+    from .runs import load_denoiser
+
+    denoiser, meta = load_denoiser(run, device=device)
+    config = meta["config"]
+    data = load_dataset(config["data"], n=config.get("n_data", 100_000), seed=config.get("seed", 0))
+    return denoiser, meta, data
+
+
+def _analysis_dir(args: argparse.Namespace, name: str) -> Path:
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "analysis" / name
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def cmd_analyze_gaussianity(args: argparse.Namespace) -> int:
+    from .analysis import DEFAULT_SIGMAS, plot_unexplained, standard_candidates, unexplained_variance
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    denoiser, meta, data = _run_and_data(args.run, device)
+    ranks = [None if r == "full" else int(r) for r in args.ranks.split(",")]
+    candidates = {k: v.to(device) for k, v in
+                  standard_candidates(data, n_components=args.components, ranks=ranks).items()}
+    sigmas = _floats(args.sigmas, "--sigmas") if args.sigmas else DEFAULT_SIGMAS
+    result = unexplained_variance(denoiser, candidates, data, sigmas, n=args.n, device=device)
+    out = _analysis_dir(args, "gaussianity")
+    result.to_csv(out / "unexplained.csv")
+    plot_unexplained(result, out / "unexplained_score.png", title=f"{args.run}: score")
+    plot_unexplained(result, out / "unexplained_denoiser.png", measure="denoiser", title=f"{args.run}: denoiser")
+    eig = ", ".join(f"{v:.3g}" for v in result.eigenvalues[:5].sqrt().tolist())
+    print(f"fraction of the network's score left unexplained (mean of {args.n} points); sqrt top eigenvalues: {eig}")
+    for query in result.score:
+        print(f"\n{query} queries\n{'sigma':>8} " + " ".join(f"{n:>10}" for n in result.names))
+        for i, sigma in enumerate(result.sigmas.tolist()):
+            print(f"{sigma:8g} " + " ".join(f"{float(result.mean(n, query)[i]):10.3g}" for n in result.names))
+    print(f"-> {out} (unexplained.csv, unexplained_score.png, unexplained_denoiser.png)")
+    return 0
+
+
+def cmd_analyze_trajectories(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from . import viz
+    from .analysis import trajectory_deviation
+    from .analysis.dynamics import tracked_candidates
+    from .sample import noise_for_seeds
+    from .schedules import karras
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    denoiser, meta, data = _run_and_data(args.run, device)
+    reference = tracked_candidates(data, [args.reference])[args.reference].to(device)
+    sigmas = karras(args.steps, args.sigma_min, args.sigma_max).to(device)
+    noise, _ = noise_for_seeds(range(args.seed, args.seed + args.n), meta["data_shape"], device=device)
+    result = trajectory_deviation(denoiser, reference, noise * sigmas[0], sigmas)
+    out = _analysis_dir(args, f"trajectories-{args.reference}")
+    np.savez(out / "trajectories.npz", sigmas=result.sigmas.numpy(), state_distance=result.state_distance.numpy(),
+             denoised_distance=result.denoised_distance.numpy())
+    print(f"network Heun path against {args.reference} from the same noise ({args.n} seeds): mean distance per step")
+    print(f"{'sigma':>9} {'state':>10} {'denoised':>10}")
+    for i, sigma in enumerate(result.sigmas.tolist()):
+        print(f"{sigma:9.4g} {float(result.state_distance[i].mean()):10.4g} "
+              f"{float(result.denoised_distance[i].mean()):10.4g}")
+    if len(meta["data_shape"]) == 3:  # images: the final samples of both, seed by seed
+        k = min(args.n, 12)
+        viz.image_grid(torch.cat([result.states[-1][:k], result.reference_states[-1][:k]]),
+                       out / "final_samples.png", nrow=k, title=f"network (top) and {args.reference} (bottom)")
+    print(f"-> {out}")
+    return 0
+
+
+def cmd_analyze_field(args: argparse.Namespace) -> int:
+    from .analysis.dynamics import tracked_candidates
+    from .analysis.field import plot_score_field, score_field_plane
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    denoiser, _, data = _run_and_data(args.run, device)
+    try:
+        idx = [int(i) for i in args.anchors.split(",")]
+    except ValueError:
+        raise ValueError(f"--anchors takes three training-image indices, e.g. 0,1,2; got {args.anchors!r}") from None
+    if len(idx) != 3 or not all(0 <= i < len(data) for i in idx):
+        raise ValueError(f"--anchors takes three indices in [0, {len(data) - 1}], got {args.anchors!r}")
+    models = {"network": denoiser} | {k: v.to(device) for k, v in
+                                      tracked_candidates(data, args.models.split(",")).items()}
+    field = score_field_plane(models, data[idx].to(device), args.sigma, grid=args.grid)
+    out = _analysis_dir(args, "field")
+    path = plot_score_field(field, out / f"field_{args.anchors.replace(',', '-')}_sigma{args.sigma:g}.png")
+    print(f"score on the plane through training images {args.anchors} at sigma {args.sigma:g} -> {path}")
+    return 0
+
+
+def cmd_analyze_dynamics(args: argparse.Namespace) -> int:
+    from .analysis.dynamics import plot_dynamics, read_dynamics
+
+    out = _analysis_dir(args, "dynamics")
+    for (name, sigma), (steps, values) in sorted(read_dynamics(args.run).items()):
+        print(f"{name:>10} sigma={sigma:<6g} " + " ".join(f"{s}:{v:.3g}" for s, v in zip(steps, values)))
+    print(f"-> {plot_dynamics(args.run, out / 'dynamics.png', title=str(args.run))}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -210,16 +384,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in [("steps", int), ("batch_size", int), ("lr", float), ("warmup", int),
                        ("ema_halflife", float), ("seed", int), ("sigma_data", float), ("P_mean", float),
                        ("P_std", float), ("n_data", int), ("checkpoint_every", int), ("keep_checkpoints", int),
-                       ("log_every", int)]:
+                       ("log_every", int), ("track_every", int)]:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind,
                        help=f"default {getattr(defaults, name)}")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                    help="network option, e.g. width=128 or channel_mult=[1,2] (repeatable)")
+    p.add_argument("--track", metavar="MODELS", help="analytical models to compare the network with every "
+                   "--track-every steps, e.g. gaussian,gmm10,delta (metrics fuv/MODEL/SIGMA in metrics.jsonl)")
+    p.add_argument("--track-sigmas", metavar="S1,S2,..", help="noise levels for --track (default 0.1,1,10)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample from a trained run")
-    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("run", nargs="?", help="run directory or checkpoint file")
+    p.add_argument("--pretrained", metavar="NAME", help="a checkpoint shipped with scorelab instead of RUN: "
+                   "shapes-noisy (UNet trained on noisy 64x64 shapes; use --sampler mad)")
     p.add_argument("--sampler", default="heun", choices=["heun", "euler", "mad"])
     p.add_argument("--steps", type=int, default=18)
     p.add_argument("--n", type=int, default=1000, help="number of samples (seeds seed .. seed+n-1)")
@@ -229,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-max", type=float, default=80.0)
     p.add_argument("--rho", type=float, default=7.0)
     p.add_argument("--churn", type=float, default=0.0, help="EDM S_churn (Heun only)")
+    p.add_argument("--teleport", metavar="K|auto", help="replace the first K steps by the closed-form flow of the "
+                   "training data's Gaussian (Gaussian-score paper, Algorithm 1); 'auto' picks K from the model")
+    p.add_argument("--teleport-threshold", type=float, default=0.01,
+                   help="for --teleport auto: the largest unexplained fraction of the score allowed (default 0.01)")
     mad_group = p.add_argument_group("MAD (--sampler mad): extended-score inference, MAD paper Algorithm 1")
     mad_group.add_argument("--a", type=float, default=1.0, help="sigma_gamma^2 = a sigma^2 + b gamma (default 1)")
     mad_group.add_argument("--b", type=float, default=1.0, help="strength of the extended score (default 1)")
@@ -240,8 +423,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 "'a=1,2;b=5,10,20' (any of a, b, p, delta)")
     p.add_argument("--weights", default="ema", choices=["ema", "model"])
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", help="output directory (default RUN/samples/SAMPLER-STEPS-seedSEED)")
+    p.add_argument("--out", help="output directory (default RUN/samples/SAMPLER-STEPS-seedSEED, or "
+                   "samples/NAME/... for --pretrained)")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("export", help="write a run's weights alone (no optimizer state) to a small file")
+    p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint file")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--weights", default="ema", choices=["ema", "model"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="storage precision (float16 halves the file; loading casts back to float32)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="write a synthetic dataset to a file")
     data_sub = p.add_subparsers(dest="dataset", required=True)
@@ -256,6 +448,40 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--noise-std", type=float, help="pixel noise standard deviation (default 1)")
     q.add_argument("--out", required=True, help="output .npz: images (noisy, uint8), clean, shape_index, angles")
     q.set_defaults(func=cmd_data_shapes)
+
+    p = sub.add_parser("analyze", help="compare a trained network with analytical models (Gaussian-score paper)")
+    analyze = p.add_subparsers(dest="analysis", required=True)
+    q = analyze.add_parser("gaussianity", help="unexplained variance of the score by isotropic, Gaussian, GMM and "
+                           "delta-mixture models across noise levels (Figures 6, 9)")
+    q.add_argument("run")
+    q.add_argument("--sigmas", help="comma-separated noise levels (default 0.01 ... 80, 16 levels)")
+    q.add_argument("--n", type=int, default=256, help="query points per level and kind (default 256)")
+    q.add_argument("--components", type=int, default=10, help="GMM components (default 10)")
+    q.add_argument("--ranks", default="full", help="GMM component ranks, e.g. full,4,16 (default full)")
+    q.set_defaults(func=cmd_analyze_gaussianity)
+    q = analyze.add_parser("trajectories", help="distance between the network's Heun path and an analytical "
+                           "model's from the same noise (Figures 7, 8, 15)")
+    q.add_argument("run")
+    q.add_argument("--reference", default="gaussian", help="gaussian (closed form), gmmK, delta, isotropic")
+    q.add_argument("--n", type=int, default=64)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--steps", type=int, default=18)
+    q.add_argument("--sigma-min", type=float, default=0.002)
+    q.add_argument("--sigma-max", type=float, default=80.0)
+    q.set_defaults(func=cmd_analyze_trajectories)
+    q = analyze.add_parser("field", help="the score on the plane through three training images (Figure 11)")
+    q.add_argument("run")
+    q.add_argument("--anchors", required=True, help="three training-image indices, e.g. 0,1,2")
+    q.add_argument("--sigma", type=float, required=True)
+    q.add_argument("--grid", type=int, default=25)
+    q.add_argument("--models", default="gaussian,gmm10,delta", help="analytical models beside the network")
+    q.set_defaults(func=cmd_analyze_field)
+    q = analyze.add_parser("dynamics", help="plot the unexplained variance recorded during training (--track)")
+    q.add_argument("run")
+    q.set_defaults(func=cmd_analyze_dynamics)
+    for q in analyze.choices.values():
+        q.add_argument("--out", help="output directory (default RUN/analysis/NAME)")
+        q.add_argument("--device", default="auto")
 
     p = sub.add_parser("demo", help="train on gmm3 and digits, sample, measure and draw (under 10 min on CPU)")
     p.add_argument("--out", default="runs/demo")

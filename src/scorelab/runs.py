@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, load_module_state, split_prefix
+from .checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint, split_prefix
 from .nets import EDMPrecond, build_denoiser
 
 CONFIG = "config.json"
@@ -60,6 +60,9 @@ def load_denoiser(path: str | Path, weights: str = "ema",
             raise CheckpointError(f"run {path} has no checkpoint yet")
         path = ckpt
     tensors, meta = load_checkpoint(path)
+    if not split_prefix(tensors, weights):
+        held = sorted({k.split(".", 1)[0] for k in tensors} & {"ema", "model"})
+        raise CheckpointError(f"checkpoint {path} holds no {weights!r} weights (it holds: {', '.join(held) or 'none'})")
     try:
         config = meta["config"]
         denoiser = build_denoiser(config["model"], meta["data_shape"], config["sigma_data"],
@@ -68,3 +71,29 @@ def load_denoiser(path: str | Path, weights: str = "ema",
         raise CheckpointError(f"checkpoint {path} lacks model information ({e})") from None
     load_module_state(denoiser, split_prefix(tensors, weights), f"checkpoint {path}")
     return denoiser.to(device).eval().requires_grad_(False), meta
+
+
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_weights(source: str | Path, out: str | Path, weights: str = "ema", dtype: str = "float32") -> Path:
+    """A weights-only checkpoint of a run (its latest checkpoint) or of a checkpoint file: the
+    ``weights`` tensors ("ema" or "model") stored as ``dtype``, with the model metadata and the
+    training step, loadable by :func:`load_denoiser`; no optimizer or RNG state, so it cannot resume.
+    Half precision halves the file; the loader casts the weights back to float32."""
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    source = Path(source)
+    denoiser, meta = load_denoiser(source, weights=weights)
+    if source.is_dir():
+        source = latest_checkpoint(source) or source
+    tensors = {f"{weights}.{k}": v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v
+               for k, v in denoiser.state_dict().items()}
+    exported = {"weights": weights, "dtype": dtype, "source": source.name}
+    meta = {k: v for k, v in meta.items() if k != "optimizer"} | {"exported": exported}
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"the exported file must end in .safetensors, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, tensors, meta)
+    return out

@@ -63,15 +63,21 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 50
     device: str = "auto"
+    track: list[str] = field(default_factory=list)  # analytical models to compare the network with while training
+    track_sigmas: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
+    track_every: int = 0                            # 0: no tracking (analysis.dynamics)
 
     # Settings that may change when a run is resumed; all others must match.
-    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "device")
+    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "track", "track_sigmas",
+                 "track_every")
 
     def validate(self) -> None:
         positive = ("steps", "batch_size", "checkpoint_every", "log_every", "n_data", "keep_checkpoints")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.track_every < 0 or (self.track_every > 0 and not self.track):
+            raise ValueError("track_every must be >= 0, and tracking needs at least one model in track")
         if not self.lr > 0 or self.warmup < 0 or not self.ema_halflife > 0 or not self.P_std > 0:
             raise ValueError("need lr > 0, warmup >= 0, ema_halflife > 0 and P_std > 0")
         if self.loss not in LOSSES:
@@ -241,6 +247,12 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         check_resumable(run, config)
     elif (run / CONFIG).exists():
         raise TrainingError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
+    callbacks = list(callbacks or [])
+    if config.track_every > 0:
+        from .analysis.dynamics import gaussianity_callback
+
+        callbacks.append(gaussianity_callback(data, config.track, config.track_sigmas, config.track_every,
+                                              seed=config.seed))
     data = data.to(device)
     data_shape = tuple(data.shape[1:])
     state = build_state(config, data_shape, device)
@@ -251,7 +263,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / CONFIG, json.dumps(asdict(config), indent=2))
     loss_fn = EDMLoss(config.sigma_data, config.P_mean, config.P_std)
-    return _loop(config, run, data, state, loss_fn, progress, callbacks or [], stop)
+    return _loop(config, run, data, state, loss_fn, progress, callbacks, stop)
 
 
 def _step(state: TrainState, data: Tensor, loss_fn: EDMLoss, config: TrainConfig) -> float:

@@ -3,5 +3,7 @@
 from .common import CountNFE, check_sigmas, generators_for_seeds, noise_for_seeds, randn
 from .mad import mad, mad_gamma
 from .ode import euler, heun
+from .teleport import auto_skip, gaussian_agreement, teleport
 
-__all__ = ["CountNFE", "check_sigmas", "euler", "generators_for_seeds", "heun", "mad", "mad_gamma", "noise_for_seeds", "randn"]
+__all__ = ["CountNFE", "auto_skip", "check_sigmas", "euler", "gaussian_agreement", "generators_for_seeds", "heun",
+           "mad", "mad_gamma", "noise_for_seeds", "randn", "teleport"]

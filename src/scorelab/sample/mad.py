@@ -79,11 +79,11 @@ def mad(
     if not delta > 0 or (derivative == "central" and delta >= 1):
         raise ValueError(f"delta must be > 0 (and < 1 for central differences), got {delta}")
     sigmas = check_sigmas(sigmas, x)
-    positive = sigmas[:-1]  # every step starts at some t > 0
+    positive = sigmas[:-1].double().cpu()  # every step starts at some t > 0; m and gamma in float64 on the CPU
     gammas = mad_gamma(positive, a, b, p)
     # 1 + gamma - b gamma / t^2 = gamma + a gamma^(2/p) / t^2 by the definition of gamma: the
     # right side has no cancellation (for p <= 2, b gamma / t^2 -> 1 as t -> 0)
-    m = 1 / (gammas + a * gammas ** (2 / p) / positive.double() ** 2)
+    m = 1 / (gammas + a * gammas ** (2 / p) / positive**2)
     if not bool(torch.isfinite(m).all()):
         i = int(torch.nonzero(~torch.isfinite(m))[0])
         raise ValueError(

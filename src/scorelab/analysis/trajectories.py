@@ -1,0 +1,69 @@
+"""How far a network's sampling trajectory strays from an analytical model's, from the same
+initial noise (Gaussian-score paper, Sec. 5, Figures 7, 8 and 15)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..analytic import Gaussian, gaussian_flow, gaussian_flow_denoised
+from ..denoiser import Denoiser
+from ..sample import check_sigmas, heun
+
+
+@dataclass
+class TrajectoryDeviation:
+    """Per grid level ``sigmas[i]`` (``S`` levels, the final 0 included) and per sample: the
+    distance between the two states ``x_i`` and between the two denoiser outputs at ``x_i``
+    (``(S, B)``, float64), plus both trajectories ``(S, B, *shape)``."""
+
+    sigmas: Tensor
+    state_distance: Tensor
+    denoised_distance: Tensor
+    states: Tensor
+    reference_states: Tensor
+
+
+def heun_trajectory(denoiser: Denoiser, x: Tensor, sigmas: Tensor) -> tuple[Tensor, Tensor]:
+    """The states at every grid level (final sample included) and the denoiser output at each
+    state before the last, ``(S, B, *shape)`` and ``(S - 1, B, *shape)``, of deterministic Heun."""
+    states, denoised = [], []
+
+    def record(i: int, sigma: Tensor, x_i: Tensor, d_i: Tensor) -> None:
+        states.append(x_i)
+        denoised.append(d_i)
+
+    final = heun(denoiser, x, sigmas, callback=record)
+    return torch.stack(states + [final]), torch.stack(denoised)
+
+
+@torch.no_grad()
+def trajectory_deviation(denoiser: Denoiser, reference: Denoiser, x: Tensor,
+                         sigmas: Tensor | Sequence[float]) -> TrajectoryDeviation:
+    """Heun with ``denoiser`` against ``reference`` from the same noise ``x`` at ``sigmas[0]``. A
+    :class:`scorelab.analytic.Gaussian` reference follows its exact PF-ODE solution (eqs. 15-16);
+    any other reference is integrated with Heun on the same grid. The last level's denoiser
+    distance compares the final samples (a denoiser at sigma = 0 is the identity)."""
+    sigmas = check_sigmas(sigmas, x)
+    states, denoised = heun_trajectory(denoiser, x, sigmas)
+    if isinstance(reference, Gaussian):
+        ref_states = gaussian_flow(reference, x, sigmas[0], sigmas)
+        ref_denoised = gaussian_flow_denoised(reference, x, sigmas[0], sigmas[:-1])
+    else:
+        ref_states, ref_denoised = heun_trajectory(reference, x, sigmas)
+    # the reference's denoiser at the network's states would mix the two errors; compare each
+    # model's own estimate along its own path, and the final samples at the end
+    denoised = torch.cat([denoised, states[-1:]])
+    ref_denoised = torch.cat([ref_denoised, ref_states[-1:]])
+
+    def distance(a: Tensor, b: Tensor) -> Tensor:
+        return (a - b).flatten(2).double().norm(dim=2)
+
+    return TrajectoryDeviation(sigmas.double().cpu(), distance(states, ref_states).cpu(),
+                               distance(denoised, ref_denoised).cpu(), states.cpu(), ref_states.cpu())
+
+
+__all__ = ["TrajectoryDeviation", "heun_trajectory", "trajectory_deviation"]
