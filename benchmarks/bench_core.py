@@ -48,7 +48,7 @@ def bench(name: str, config: TrainConfig, device: torch.device, steps: int) -> d
     data = load_dataset(config.data, n=config.n_data)
     config = resolve_config(config, data)
     data = data.to(device)
-    state = build_state(config, tuple(data.shape[1:]), device)
+    state = build_state(config, data, device)
     loss_fn = EDMLoss(config.sigma_data, config.P_mean, config.P_std)
     t_step = timed(lambda: _step(state, data, loss_fn, config), steps, device)
 

@@ -134,8 +134,9 @@ def test_training_records_the_gaussianity_of_the_network(tmp_path):
             str(tmp_path / "r"), "--track", "gaussian,gmm3,delta", "--track-every", "3", "--track-sigmas", "0.5,5"]
     assert main(args) == 0
     curves = read_dynamics(tmp_path / "r")
-    assert set(curves) == {(m, s) for m in ("gaussian", "gmm3", "delta") for s in (0.5, 5.0)}
-    steps, values = curves[("gaussian", 5.0)]
+    assert set(curves) == {(q, m, s) for q in ("data", "noise") for m in ("gaussian", "gmm3", "delta")
+                           for s in (0.5, 5.0)}
+    steps, values = curves[("noise", "gaussian", 5.0)]
     assert steps == [1, 3, 6] and all(v > 0 and np.isfinite(v) for v in values)
     assert plot_dynamics(tmp_path / "r", tmp_path / "dyn.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="unknown analytical model"):

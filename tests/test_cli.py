@@ -159,3 +159,38 @@ def test_pretrained_shapes_model_samples_with_mad(tmp_path, capsys, monkeypatch)
     assert "no pretrained model 'nosuch'; shipped: shapes-noisy" in capsys.readouterr().err
     assert run_cli("sample", "--n", 2) == 2
     assert "either a run directory" in capsys.readouterr().err
+
+
+def test_analyze_commands_and_teleport_on_a_tiny_digits_run(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "d"
+    assert run_cli("train", "--data", "digits", "--model", "unet", "--model-option", "model_channels=8",
+                   "--steps", 4, "--batch-size", 16, "--device", "cpu", "--out", run) == 0
+    assert run_cli("analyze", "gaussianity", run, "--sigmas", "0.5,5", "--n", 8, "--components", 3,
+                   "--ranks", "full,2", "--device", "cpu") == 0
+    out = run / "analysis" / "gaussianity"
+    # one row per measure x query kind x sigma x model
+    assert (out / "unexplained.csv").read_text().count("\n") == 1 + 2 * 2 * 2 * 5
+    assert (out / "unexplained_score.png").is_file() and "gmm3-r2" in capsys.readouterr().out
+    assert run_cli("analyze", "trajectories", run, "--n", 4, "--steps", 4, "--device", "cpu") == 0
+    data = np.load(run / "analysis" / "trajectories-gaussian" / "trajectories.npz")
+    assert data["state_distance"].shape == (5, 4) and (run / "analysis" / "trajectories-gaussian" /
+                                                       "final_samples.png").is_file()
+    assert run_cli("analyze", "field", run, "--anchors", "0,1,2", "--sigma", 1, "--grid", 5,
+                   "--models", "gaussian,delta", "--device", "cpu") == 0
+    assert (run / "analysis" / "field" / "field_0-1-2_sigma1.png").is_file()
+    capsys.readouterr()
+    assert run_cli("analyze", "field", run, "--anchors", "0,1", "--sigma", 1, "--device", "cpu") == 2
+    assert "three indices" in capsys.readouterr().err
+    assert run_cli("analyze", "dynamics", run) == 2
+    assert "--track-every" in capsys.readouterr().err
+    # teleportation: a fixed number of steps, and 'auto' measured once and cached in the run
+    assert run_cli("sample", run, "--teleport", 3, "--steps", 6, "--n", 4, "--device", "cpu",
+                   "--out", tmp_path / "t3") == 0
+    assert float(np.load(tmp_path / "t3" / "samples.npz")["nfe"]) == 2 * (6 - 3) - 1
+    assert run_cli("sample", run, "--teleport", "auto", "--steps", 6, "--n", 4, "--device", "cpu",
+                   "--out", tmp_path / "ta") == 0
+    cache = json.loads((run / "teleport.json").read_text())
+    assert len(cache) == 1 and 0 <= next(iter(cache.values())) <= 5
+    assert run_cli("sample", run, "--teleport", "x", "--n", 2, "--device", "cpu") == 2

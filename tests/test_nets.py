@@ -70,3 +70,29 @@ def test_denoiser_rejects_non_positive_sigma():
     D = EDMPrecond(MLP(2, width=8, depth=1))
     with pytest.raises(ValueError, match="sigma must be > 0"):
         D(torch.randn(2, 2), 0.0)
+
+
+def test_gaussian_residual_starts_as_the_gaussian_and_round_trips_through_a_checkpoint(tmp_path):
+    from scorelab.analytic import Gaussian
+    from scorelab.data.images import load_digits
+    from scorelab.nets import GaussianResidual
+    from scorelab.runs import load_denoiser
+    from scorelab.train import TrainConfig, build_state, resolve_config, train
+
+    data = load_digits("train")
+    config = resolve_config(TrainConfig(data="digits", model="unet-gaussian", steps=3, batch_size=16,
+                                        model_options={"model_channels": 8}, device="cpu"), data)
+    gaussian = Gaussian.fit(data)
+    assert config.model_options["gaussian_rank"] == gaussian.rank
+    model = build_state(config, data, torch.device("cpu")).model
+    assert isinstance(model, GaussianResidual)
+    x = data[:8] + 0.7 * torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the output layer starts at zero: the untrained model is the Gaussian denoiser
+        torch.testing.assert_close(model(x, 0.7), gaussian(x, 0.7), rtol=0, atol=1e-6)
+        torch.testing.assert_close(model(x.double(), 0.7), gaussian(x, 0.7).double(), rtol=0, atol=1e-6)
+    result = train(config, tmp_path / "r", progress=False)
+    loaded, meta = load_denoiser(result.run)
+    assert isinstance(loaded, GaussianResidual) and meta["config"]["model"] == "unet-gaussian"
+    torch.testing.assert_close(loaded.gaussian.lam, gaussian.lam)
+    with pytest.raises(ValueError, match="gaussian_rank"):
+        build_denoiser("unet-gaussian", (1, 8, 8), 0.5, {})

@@ -300,7 +300,7 @@ def cmd_analyze_trajectories(args: argparse.Namespace) -> int:
     import torch
 
     from . import viz
-    from .analysis import trajectory_deviation
+    from .analysis import plot_trajectory_deviation, trajectory_deviation
     from .analysis.dynamics import tracked_candidates
     from .sample import noise_for_seeds
     from .schedules import karras
@@ -320,6 +320,7 @@ def cmd_analyze_trajectories(args: argparse.Namespace) -> int:
     for i, sigma in enumerate(result.sigmas.tolist()):
         print(f"{sigma:9.4g} {float(result.state_distance[i].mean()):10.4g} "
               f"{float(result.denoised_distance[i].mean()):10.4g}")
+    plot_trajectory_deviation(result, out / "deviation.png", args.reference)
     if len(meta["data_shape"]) == 3:  # images: the final samples of both, seed by seed
         k = min(args.n, 12)
         viz.image_grid(torch.cat([result.states[-1][:k], result.reference_states[-1][:k]]),
@@ -354,8 +355,9 @@ def cmd_analyze_dynamics(args: argparse.Namespace) -> int:
     from .analysis.dynamics import plot_dynamics, read_dynamics
 
     out = _analysis_dir(args, "dynamics")
-    for (name, sigma), (steps, values) in sorted(read_dynamics(args.run).items()):
-        print(f"{name:>10} sigma={sigma:<6g} " + " ".join(f"{s}:{v:.3g}" for s, v in zip(steps, values)))
+    for (query, name, sigma), (steps, values) in sorted(read_dynamics(args.run).items()):
+        shown = sorted({0, len(steps) // 8, len(steps) // 4, len(steps) // 2, len(steps) - 1})
+        print(f"{query:>5} {name:>10} sigma={sigma:<6g} " + " ".join(f"{steps[i]}:{values[i]:.3g}" for i in shown))
     print(f"-> {plot_dynamics(args.run, out / 'dynamics.png', title=str(args.run))}")
     return 0
 
@@ -378,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a denoiser into a run directory")
     p.add_argument("--data", help=f"toy name, 'digits', a .npy/.npz file or an image folder (default {defaults.data})")
-    p.add_argument("--model", help=f"mlp or unet (default {defaults.model})")
+    p.add_argument("--model", help="mlp or unet; mlp-gaussian or unet-gaussian for the network on top of the "
+                   f"data's Gaussian denoiser (nets.GaussianResidual) (default {defaults.model})")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     for name, kind in [("steps", int), ("batch_size", int), ("lr", float), ("warmup", int),

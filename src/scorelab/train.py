@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import __version__
+from .analytic import Gaussian
 from .checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -30,7 +31,7 @@ from .checkpoint import (
 )
 from .data import load_dataset
 from .losses import EDMLoss
-from .nets import EDMPrecond, build_denoiser
+from .nets import RESIDUAL, EDMPrecond, GaussianResidual, build_denoiser
 from .runs import CONFIG, METRICS, checkpoint_path, checkpoints, latest_checkpoint, read_config
 
 LOSSES = ("edm",)
@@ -133,12 +134,19 @@ def resolve_config(config: TrainConfig, data: Tensor) -> TrainConfig:
     if not sigma_data > 0:
         raise TrainingError("the data have zero variance; pass sigma_data explicitly")
     P_mean = config.P_mean if config.P_mean is not None else -1.2 + math.log(sigma_data / 0.5)
-    return replace(config, sigma_data=sigma_data, P_mean=P_mean)
+    options = dict(config.model_options)
+    if config.model.endswith(RESIDUAL) and "gaussian_rank" not in options:
+        options["gaussian_rank"] = Gaussian.fit(data).rank
+    return replace(config, sigma_data=sigma_data, P_mean=P_mean, model_options=options)
 
 
-def build_state(config: TrainConfig, data_shape: tuple[int, ...], device: torch.device) -> TrainState:
+def build_state(config: TrainConfig, data: Tensor, device: torch.device) -> TrainState:
     torch.manual_seed(config.seed)  # network initialisation
-    model = build_denoiser(config.model, data_shape, config.sigma_data, config.model_options).to(device)
+    model = build_denoiser(config.model, tuple(data.shape[1:]), config.sigma_data, config.model_options)
+    if isinstance(model, GaussianResidual):  # the bypass: the training data's Gaussian, fitted once
+        fitted = Gaussian.fit(data.cpu(), rank=config.model_options["gaussian_rank"])
+        model.gaussian.load_state_dict(fitted.state_dict())
+    model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr_at(0, config.lr, config.warmup))
     generator = torch.Generator(device).manual_seed(config.seed)
@@ -254,8 +262,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         callbacks.append(gaussianity_callback(data, config.track, config.track_sigmas, config.track_every,
                                               seed=config.seed))
     data = data.to(device)
-    data_shape = tuple(data.shape[1:])
-    state = build_state(config, data_shape, device)
+    state = build_state(config, data, device)
     if resume and (ckpt := latest_checkpoint(run)) is not None:
         tensors, meta = load_checkpoint(ckpt, device)
         restore_state(state, tensors, meta, ckpt)

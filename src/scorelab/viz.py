@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (parent folders created), trimmed to its content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -60,7 +61,7 @@ def scatter_panels(panels: dict[str, Tensor], path: str | Path, *, log_prob: Cal
         x = x[:max_points].double().numpy()
         ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:red", alpha=0.5, linewidths=0)
         ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), aspect="equal", title=f"{title} {name}".strip())
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, title: str = "") -> Path:
@@ -80,4 +81,4 @@ def image_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, tit
     ax.set_axis_off()
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .unexplained import standard_candidates, unexplained_variance
 
-KEY = "fuv"  # metrics.jsonl keys: fuv/<candidate>/<sigma>
+KEY = "fuv"  # metrics.jsonl keys: fuv/<query>/<candidate>/<sigma>
 
 
 def tracked_candidates(data: Tensor, names: Sequence[str], seed: int = 0) -> dict[str, Any]:
@@ -36,9 +36,10 @@ def tracked_candidates(data: Tensor, names: Sequence[str], seed: int = 0) -> dic
 
 def gaussianity_callback(data: Tensor, names: Sequence[str], sigmas: Sequence[float], every: int, *,
                          n: int = 128, seed: int = 0):
-    """A ``train`` callback: every ``every`` steps, the mean unexplained fraction of the network's
-    score (eq. 28) by each named model at each sigma, on the same ``n`` pure-noise query points
-    each time, as metrics ``fuv/<name>/<sigma>``. It measures the raw weights, not the EMA."""
+    """A ``train`` callback: at step 1 and every ``every`` steps, the mean unexplained fraction of the
+    network's score (eq. 28) by each named model at each sigma, on the same ``n`` query points of
+    each kind every time (training images + sigma z, and sigma z alone), as metrics
+    ``fuv/<query>/<name>/<sigma>``. It measures the raw weights, not the EMA."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     candidates = tracked_candidates(data, names, seed)
@@ -52,59 +53,62 @@ def gaussianity_callback(data: Tensor, names: Sequence[str], sigmas: Sequence[fl
             moved.update({k: v.to(device) for k, v in candidates.items()})
         model, was_training = state.model, state.model.training
         model.eval()
-        result = unexplained_variance(model, moved, None, sigmas, n=n, queries=("noise",), shape=data.shape[1:],
-                                      generator=torch.Generator().manual_seed(seed), device=device)
+        result = unexplained_variance(model, moved, data, sigmas, n=n, generator=torch.Generator().manual_seed(seed),
+                                      device=device)
         model.train(was_training)
-        return {f"{KEY}/{name}/{sigma:g}": float(result.mean(name, "noise")[i])
-                for name in candidates for i, sigma in enumerate(result.sigmas.tolist())}
+        return {f"{KEY}/{query}/{name}/{sigma:g}": float(result.mean(name, query)[i])
+                for query in result.score for name in candidates for i, sigma in enumerate(result.sigmas.tolist())}
 
     return callback
 
 
-def read_dynamics(metrics: str | Path) -> dict[tuple[str, float], tuple[list[int], list[float]]]:
-    """``(name, sigma) -> (steps, fractions)`` from a run's ``metrics.jsonl`` (or the file)."""
+def read_dynamics(metrics: str | Path) -> dict[tuple[str, str, float], tuple[list[int], list[float]]]:
+    """``(query, name, sigma) -> (steps, fractions)`` from a run's ``metrics.jsonl`` (or the file)."""
     path = Path(metrics)
     if path.is_dir():
         path = path / "metrics.jsonl"
-    curves: dict[tuple[str, float], tuple[list[int], list[float]]] = {}
+    curves: dict[tuple[str, str, float], tuple[list[int], list[float]]] = {}
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
         row = json.loads(line)
         for key, value in row.items():
             if key.startswith(KEY + "/"):
-                _, name, sigma = key.split("/")
-                steps, values = curves.setdefault((name, float(sigma)), ([], []))
+                _, query, name, sigma = key.split("/")
+                steps, values = curves.setdefault((query, name, float(sigma)), ([], []))
                 steps.append(int(row["step"]))
                 values.append(float(value))
     return curves
 
 
 def plot_dynamics(metrics: str | Path, path: str | Path, title: str = "") -> Path:
-    """Unexplained fraction against training step, one panel per sigma, one line per model."""
+    """Unexplained fraction against training step: one row of panels per query kind, one panel per
+    sigma, one line per model (the paper's Figure 12)."""
     from matplotlib.figure import Figure
+
+    from ..viz import save_figure
 
     curves = read_dynamics(metrics)
     if not curves:
         raise ValueError(f"{metrics} holds no {KEY}/... metrics: train with --track-every and --track")
-    sigmas = sorted({s for _, s in curves})
-    fig = Figure(figsize=(4.0 * len(sigmas), 3.6), layout="constrained")
-    for k, sigma in enumerate(sigmas):
-        ax = fig.add_subplot(1, len(sigmas), k + 1)
-        for (name, s), (steps, values) in sorted(curves.items()):
-            if s == sigma:
-                ax.plot(steps, values, marker=".", label=name)
-        ax.set_yscale("log")
-        ax.set_xscale("symlog", linthresh=max(1, min(min(st) for st, _ in curves.values()) or 1))
-        ax.set_xlabel("training step")
-        ax.set_ylabel("unexplained fraction of the score")
-        ax.set_title(f"sigma = {sigma:g}")
-        ax.legend(fontsize=7)
+    sigmas = sorted({s for _, _, s in curves})
+    queries = sorted({q for q, _, _ in curves})
+    fig = Figure(figsize=(3.6 * len(sigmas), 3.2 * len(queries)), layout="constrained")
+    for r, query in enumerate(queries):
+        for k, sigma in enumerate(sigmas):
+            ax = fig.add_subplot(len(queries), len(sigmas), r * len(sigmas) + k + 1)
+            for (q, name, s), (steps, values) in sorted(curves.items()):
+                if q == query and s == sigma:
+                    ax.plot(steps, values, marker=".", ms=3, label=name)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("training step")
+            ax.set_ylabel("unexplained fraction")
+            ax.set_title(f"{query} queries, sigma = {sigma:g}", fontsize=9)
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["gaussianity_callback", "plot_dynamics", "read_dynamics", "tracked_candidates"]

@@ -74,6 +74,8 @@ def plot_score_field(field: ScoreField, path: str | Path, title: str = "") -> Pa
     three anchors marked."""
     from matplotlib.figure import Figure
 
+    from ..viz import save_figure
+
     names = list(field.projected)
     fig = Figure(figsize=(4.2 * len(names), 4.0), layout="constrained")
     extent = (float(field.u[0]), float(field.u[-1]), float(field.v[0]), float(field.v[-1]))
@@ -92,9 +94,7 @@ def plot_score_field(field: ScoreField, path: str | Path, title: str = "") -> Pa
         ax.set_yticks([])
     fig.colorbar(im, ax=fig.axes, shrink=0.8, label="|score|")
     fig.suptitle(title or f"score on the plane through three images, sigma = {field.sigma:g}")
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["ScoreField", "plane_basis", "plot_score_field", "score_field_plane"]

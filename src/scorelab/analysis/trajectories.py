@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -66,4 +67,26 @@ def trajectory_deviation(denoiser: Denoiser, reference: Denoiser, x: Tensor,
                                distance(denoised, ref_denoised).cpu(), states.cpu(), ref_states.cpu())
 
 
-__all__ = ["TrajectoryDeviation", "heun_trajectory", "trajectory_deviation"]
+def plot_trajectory_deviation(result: TrajectoryDeviation, path: str | Path, reference: str = "reference") -> Path:
+    """Mean distance (with the 10-90% band over samples) between the two states and between the
+    two denoiser outputs against sigma, along the sampling direction (the paper's Figure 15)."""
+    from matplotlib.figure import Figure
+
+    from ..viz import save_figure
+
+    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    steps = torch.arange(len(result.sigmas))
+    for values, label in ((result.state_distance, "states x"), (result.denoised_distance, "denoiser outputs")):
+        lo, hi = torch.quantile(values, torch.tensor([0.1, 0.9], dtype=values.dtype), dim=1)
+        line, = ax.plot(steps, values.mean(1), marker="o", ms=3, label=label)
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+    ax.set_xticks(steps[::3], [f"{s:.3g}" for s in result.sigmas[::3].tolist()])
+    ax.set_xlabel("sigma (sampling goes left to right)")
+    ax.set_ylabel("L2 distance")
+    ax.set_title(f"network Heun path against {reference}, same initial noise")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+__all__ = ["TrajectoryDeviation", "heun_trajectory", "plot_trajectory_deviation", "trajectory_deviation"]

@@ -148,6 +148,8 @@ def plot_unexplained(result: UnexplainedVariance, path: str | Path, *, measure: 
     eigenvalues (the paper's Figures 6 and 9)."""
     from matplotlib.figure import Figure
 
+    from ..viz import save_figure
+
     table = getattr(result, measure)
     fig = Figure(figsize=(5.2 * len(table), 4.2), layout="constrained")
     sig = result.sigmas.numpy()
@@ -170,9 +172,7 @@ def plot_unexplained(result: UnexplainedVariance, path: str | Path, *, measure: 
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["DEFAULT_SIGMAS", "QUERIES", "UnexplainedVariance", "plot_unexplained", "standard_candidates",

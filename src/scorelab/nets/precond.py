@@ -32,5 +32,25 @@ class EDMPrecond(nn.Module):
         c_noise = sigma.log() / 4
         dtype = next(self.net.parameters()).dtype
         F = self.net((c_in * x).to(dtype), c_noise.to(dtype))
-        return c_skip * x + c_out * F.to(x.dtype)
+        return self.skip(x, sigma, c_skip) + c_out * F.to(x.dtype)
+
+    def skip(self, x: Tensor, sigma: Tensor, c_skip: Tensor) -> Tensor:
+        """The part of D that bypasses the network: ``c_skip x``."""
+        return c_skip * x
+
+
+class GaussianResidual(EDMPrecond):
+    """``D(x, sigma) = D_gauss(x, sigma) + c_out F(c_in x, c_noise)``: the denoiser of the data's
+    Gaussian (Gaussian-score paper, eq. 6) plus a learned correction, in place of EDM's
+    ``c_skip x`` bypass (the paper's Sec. 8 suggestion). With ``F``'s zero-initialised output layer
+    the untrained model is exactly the Gaussian denoiser; the network learns what the Gaussian
+    misses, which at high noise is almost nothing."""
+
+    def __init__(self, net: nn.Module, gaussian: nn.Module, sigma_data: float = 0.5) -> None:
+        super().__init__(net, sigma_data)
+        self.gaussian = gaussian
+
+    def skip(self, x: Tensor, sigma: Tensor, c_skip: Tensor) -> Tensor:
+        dtype = self.gaussian.mu.dtype
+        return self.gaussian(x.to(dtype), sigma.to(dtype)).to(x.dtype)
 
