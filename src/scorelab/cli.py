@@ -84,6 +84,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"S_churn": args.churn} if args.sampler == "heun" and args.churn else {}
     if args.sampler == "mad":
         options = {"a": args.a, "b": args.b, "p": args.p, "delta": args.delta, "derivative": args.derivative}
+    if args.sampler == "annealed-langevin":
+        from .schedules import parse_levels
+
+        spec = args.levels or meta["config"].get("levels") or "geometric:1:0.01:10"
+        options = {"levels": parse_levels(spec), "eps": args.eps, "steps_per_level": args.steps_per_level,
+                   "denoise_last": args.denoise_last}
     if args.teleport is not None:
         settings.update(_teleport_settings(args, source, denoiser, meta, device))
     name = f"{args.sampler}-{args.steps}-seed{args.seed}" + (f"-skip{settings['skip']}" if settings.get("skip") else "")
@@ -390,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
                        ("log_every", int), ("track_every", int)]:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind,
                        help=f"default {getattr(defaults, name)}")
+    p.add_argument("--loss", help="edm (default), ncsn, ncsn-continuous (over --levels), ssm, ssm-vr, esm "
+                   "(sliced, variance-reduced sliced and exact score matching)")
+    p.add_argument("--levels", help=f"NCSN noise levels KIND:SIGMA_MAX:SIGMA_MIN:L, KIND geometric, linear or sqrt "
+                   f"(default {defaults.levels})")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                    help="network option, e.g. width=128 or channel_mult=[1,2] (repeatable)")
@@ -402,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run directory or checkpoint file")
     p.add_argument("--pretrained", metavar="NAME", help="a checkpoint shipped with scorelab instead of RUN: "
                    "shapes-noisy (UNet trained on noisy 64x64 shapes; use --sampler mad)")
-    p.add_argument("--sampler", default="heun", choices=["heun", "euler", "mad"])
+    p.add_argument("--sampler", default="heun", choices=["heun", "euler", "mad", "annealed-langevin"])
     p.add_argument("--steps", type=int, default=18)
     p.add_argument("--n", type=int, default=1000, help="number of samples (seeds seed .. seed+n-1)")
     p.add_argument("--seed", type=int, default=0)
@@ -411,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma-max", type=float, default=80.0)
     p.add_argument("--rho", type=float, default=7.0)
     p.add_argument("--churn", type=float, default=0.0, help="EDM S_churn (Heun only)")
+    ald = p.add_argument_group("annealed Langevin (--sampler annealed-langevin; Song & Ermon 2019, Algorithm 1)")
+    ald.add_argument("--levels", help="noise levels KIND:SIGMA_MAX:SIGMA_MIN:L (default: the run's --levels)")
+    ald.add_argument("--eps", type=float, default=2e-5, help="step size at the last level (default 2e-5)")
+    ald.add_argument("--steps-per-level", type=int, default=100, help="Langevin steps per level (default 100)")
+    ald.add_argument("--denoise-last", action="store_true", help="end with x <- D(x, sigma_L)")
     p.add_argument("--teleport", metavar="K|auto", help="replace the first K steps by the closed-form flow of the "
                    "training data's Gaussian (Gaussian-score paper, Algorithm 1); 'auto' picks K from the model")
     p.add_argument("--teleport-threshold", type=float, default=0.01,

@@ -30,11 +30,12 @@ from .checkpoint import (
     split_prefix,
 )
 from .data import load_dataset
-from .losses import EDMLoss
+from .losses import EDMLoss, Loss, NCSNLoss, ScoreMatching
 from .nets import RESIDUAL, EDMPrecond, GaussianResidual, build_denoiser
 from .runs import CONFIG, METRICS, checkpoint_path, checkpoints, latest_checkpoint, read_config
+from .schedules import parse_levels
 
-LOSSES = ("edm",)
+LOSSES = ("edm", "ncsn", "ncsn-continuous", "ssm", "ssm-vr", "esm")
 
 
 class TrainingError(RuntimeError):
@@ -55,6 +56,7 @@ class TrainConfig:
     ema_halflife: float = 500.0  # EMA half-life in steps (EDM's ema_halflife_kimg, in steps)
     ema_rampup: float = 0.1      # half-life at most ema_rampup * step early on (EDM)
     seed: int = 0
+    levels: str = "geometric:1:0.01:10"  # NCSN noise levels, KIND:SIGMA_MAX:SIGMA_MIN:L (losses ncsn, ncsn-continuous)
     sigma_data: float | None = None  # None: the data's standard deviation
     P_mean: float | None = None      # None: -1.2 + ln(sigma_data / 0.5), EDM's shifted to the data scale
     P_std: float = 1.2
@@ -83,6 +85,8 @@ class TrainConfig:
             raise ValueError("need lr > 0, warmup >= 0, ema_halflife > 0 and P_std > 0")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.loss.startswith("ncsn"):
+            parse_levels(self.levels)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -269,11 +273,21 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         truncate_metrics(run / METRICS, state.step)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / CONFIG, json.dumps(asdict(config), indent=2))
-    loss_fn = EDMLoss(config.sigma_data, config.P_mean, config.P_std)
+    loss_fn = build_loss(config)
     return _loop(config, run, data, state, loss_fn, progress, callbacks, stop)
 
 
-def _step(state: TrainState, data: Tensor, loss_fn: EDMLoss, config: TrainConfig) -> float:
+def build_loss(config: TrainConfig) -> Loss:
+    """The objective named by ``config.loss``: EDM's, NCSN's over ``config.levels`` (discrete or
+    log-uniform), or sliced / variance-reduced sliced / exact score matching (score read at sigma 1)."""
+    if config.loss == "edm":
+        return EDMLoss(config.sigma_data, config.P_mean, config.P_std)
+    if config.loss.startswith("ncsn"):
+        return NCSNLoss(tuple(parse_levels(config.levels).tolist()), continuous=config.loss == "ncsn-continuous")
+    return ScoreMatching({"ssm": "sliced", "ssm-vr": "sliced-vr", "esm": "exact"}[config.loss])
+
+
+def _step(state: TrainState, data: Tensor, loss_fn: Loss, config: TrainConfig) -> float:
     """One optimizer step; returns the loss. Non-finite gradients skip the update."""
     idx = torch.randint(len(data), (config.batch_size,), generator=state.generator, device=data.device)
     loss = loss_fn(state.model, data[idx], state.generator).mean()
@@ -293,7 +307,7 @@ def _step(state: TrainState, data: Tensor, loss_fn: EDMLoss, config: TrainConfig
     return loss.item()
 
 
-def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_fn: EDMLoss,
+def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_fn: Loss,
           progress: bool, callbacks: list[Callback], stop: threading.Event | None) -> TrainResult:
     data_shape = tuple(data.shape[1:])
     losses: list[float] = []

@@ -12,6 +12,7 @@ from torch import Tensor
 from ..denoiser import Denoiser
 from ..schedules import karras
 from .common import CountNFE, noise_for_seeds
+from .langevin import annealed_langevin
 from .mad import mad
 from .ode import euler, heun
 from .teleport import teleport
@@ -26,10 +27,13 @@ def generate(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[int], *, 
              progress: bool = False, skip: int = 0, gaussian: Any = None, **options: Any) -> tuple[Tensor, float]:
     """Samples (len(seeds), *shape) on a Karras grid, sample i from seeds[i] alone (so it does not
     depend on the batch size), and the NFE per sample. ``options`` go to the sampler (``S_churn``
-    for Heun; ``a``, ``b``, ``p``, ``delta``, ``derivative`` for MAD). ``skip > 0`` teleports over
-    the first ``skip`` steps with the closed-form flow of ``gaussian`` (``sample.teleport``)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    for Heun; ``a``, ``b``, ``p``, ``delta``, ``derivative`` for MAD; ``levels``, ``eps``,
+    ``steps_per_level``, ``denoise_last`` for annealed Langevin, which starts from N(0, levels[0]^2)).
+    ``skip > 0`` teleports over the first ``skip`` steps with the closed-form flow of ``gaussian``
+    (``sample.teleport``)."""
+    if sampler not in SAMPLERS and sampler != "annealed-langevin":
+        known = ", ".join([*SAMPLERS, "annealed-langevin"])
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {known}")
     if batch_size < 1 or len(seeds) == 0:
         raise ValueError("need batch_size >= 1 and at least one seed")
     sigmas = karras(steps, sigma_min, sigma_max, rho)
@@ -41,7 +45,11 @@ def generate(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[int], *, 
             noise, generators = noise_for_seeds(chunk, shape, dtype=dtype, device=device)
             kwargs = dict(options, generator=generators) if sampler == "heun" else options
             x = noise * sigmas[0].to(dtype)
-            if skip:
+            if sampler == "annealed-langevin":  # options: levels, eps, steps_per_level, denoise_last
+                levels = torch.as_tensor(options["levels"], dtype=dtype)
+                x = annealed_langevin(counted, noise * levels[0].to(device), levels, generator=generators,
+                                      progress=progress, **{k: v for k, v in options.items() if k != "levels"})
+            elif skip:
                 x = teleport(counted, x, sigmas, gaussian=gaussian, skip=skip, sampler=sampler, progress=progress,
                              **kwargs)
             else:
