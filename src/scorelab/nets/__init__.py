@@ -9,17 +9,19 @@ from typing import Any
 from torch import nn
 
 from .mlp import MLP
+from .ncsn import NCSN, ScoreMLP, ScorePrecond
 from .precond import EDMPrecond, GaussianResidual
 from .unet import UNet
 
-__all__ = ["MLP", "MODELS", "EDMPrecond", "GaussianResidual", "UNet", "build_denoiser"]
+__all__ = ["MLP", "MODELS", "NCSN", "EDMPrecond", "GaussianResidual", "ScoreMLP", "ScorePrecond", "UNet",
+           "build_denoiser"]
 
-MODELS = ("mlp", "unet", "mlp-gaussian", "unet-gaussian")
+MODELS = ("mlp", "unet", "mlp-gaussian", "unet-gaussian", "ncsn-mlp", "ncsn")
 RESIDUAL = "-gaussian"
 
 
 def build_denoiser(model: str, data_shape: Sequence[int], sigma_data: float,
-                   options: dict[str, Any] | None = None) -> EDMPrecond:
+                   options: dict[str, Any] | None = None) -> nn.Module:
     """The preconditioned network named ``model`` for data of shape ``data_shape`` (one example).
     ``mlp-gaussian`` and ``unet-gaussian`` are :class:`GaussianResidual` models; their option
     ``gaussian_rank`` sizes the Gaussian, whose statistics are then loaded or fitted (``train``)."""
@@ -37,6 +39,18 @@ def build_denoiser(model: str, data_shape: Sequence[int], sigma_data: float,
         base = build_denoiser(model[: -len(RESIDUAL)], shape, sigma_data, options)
         placeholder = Gaussian(torch.zeros(shape), U=torch.eye(D)[:, :rank], lam=torch.ones(rank))
         return GaussianResidual(base.net, placeholder, sigma_data)
+    if model in ("ncsn", "ncsn-mlp"):  # networks that output a score (NCSN style)
+        if model == "ncsn-mlp":
+            if len(shape) != 1:
+                raise ValueError(f"model 'ncsn-mlp' needs vector data (N, D); got examples of shape {shape}")
+            return ScorePrecond(ScoreMLP(shape[0], **options), sigma_data)
+        if len(shape) != 3:
+            raise ValueError(f"model 'ncsn' needs images (N, C, H, W); got examples of shape {shape}")
+        if isinstance(options.get("levels"), str):
+            from ..schedules import parse_levels
+
+            options["levels"] = parse_levels(options["levels"]).tolist()
+        return ScorePrecond(NCSN(shape[0], shape[1:], **options), sigma_data)
     if model == "mlp":
         if len(shape) != 1:
             raise ValueError(f"model 'mlp' needs vector data (N, D); this data has examples of shape {shape} "
