@@ -1,6 +1,7 @@
 """Samplers: small pure functions, tensors in and tensors out (DESIGN.md)."""
 
 from .common import CountNFE, check_sigmas, generators_for_seeds, noise_for_seeds, randn
+from .inpaint import inpaint_heun, inpaint_langevin, side_mask
 from .langevin import annealed_langevin, langevin
 from .mad import mad, mad_gamma
 from .ode import euler, heun
@@ -15,10 +16,13 @@ __all__ = [
     "gaussian_agreement",
     "generators_for_seeds",
     "heun",
+    "inpaint_heun",
+    "inpaint_langevin",
     "langevin",
     "mad",
     "mad_gamma",
     "noise_for_seeds",
     "randn",
+    "side_mask",
     "teleport",
 ]
