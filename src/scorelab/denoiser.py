@@ -56,3 +56,11 @@ def score_and_derivative(denoiser: Denoiser, x: Tensor, sigma: Tensor | float) -
     with fwAD.dual_level():
         value, tangent = fwAD.unpack_dual(score(denoiser, x, fwAD.make_dual(s, torch.ones_like(s))))
     return value, torch.zeros_like(value) if tangent is None else tangent
+
+
+def unexplained_score_fraction(d_ref: Tensor, d_cand: Tensor, x: Tensor) -> Tensor:
+    """Per point ``|s_ref - s_cand|^2 / |s_ref|^2`` (Gaussian-score paper, eq. 28) from two denoiser
+    outputs at the same ``x`` and sigma: with ``s = (D - x) / sigma^2`` it is
+    ``|D_ref - D_cand|^2 / |D_ref - x|^2``, sigma cancels. Float64, shape ``(B,)``."""
+    d_ref64 = d_ref.flatten(1).double()
+    return (d_ref64 - d_cand.flatten(1).double()).pow(2).sum(1) / (d_ref64 - x.flatten(1).double()).pow(2).sum(1)

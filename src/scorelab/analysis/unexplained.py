@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..analytic import DeltaMixture, Gaussian, GaussianMixture, Isotropic
-from ..denoiser import Denoiser
+from ..denoiser import Denoiser, unexplained_score_fraction
 
 DEFAULT_SIGMAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.75, 1, 1.5, 2, 5, 10, 20, 30, 40, 80)
 QUERIES = ("data", "noise")
@@ -134,8 +134,9 @@ def unexplained_variance(reference: Denoiser, candidates: Mapping[str, Denoiser]
             spread = (d_ref64 - d_ref64.mean(0)).pow(2).sum(1).mean()
             for name, cand in candidates.items():
                 d = torch.cat([cand(x[j:j + batch_size], sigma) for j in range(0, n, batch_size)])
-                err = (d_ref64 - d.flatten(1).double()).pow(2).sum(1)
-                score[q][name][i] = (err / score_den).cpu()
+                fraction = unexplained_score_fraction(d_ref, d, x)
+                score[q][name][i] = fraction.cpu()
+                err = fraction * score_den  # |D_ref - D_cand|^2
                 denoised[q][name][i] = (err / spread).cpu() if spread > 0 else torch.full_like(err, math.nan).cpu()
     eigenvalues = Gaussian.fit(data.double()).lam.cpu() if data is not None else None
     return UnexplainedVariance(levels, score, denoised, eigenvalues, list(candidates))

@@ -18,26 +18,17 @@ from torch import Tensor, nn
 
 from ..denoiser import append_dims, as_sigma
 from .embedding import FourierEmbedding
+from .precond import EDMPrecond
 
 
-class ScorePrecond(nn.Module):
+class ScorePrecond(EDMPrecond):
     """``D(x, sigma) = x + sigma^2 s(x, sigma)`` with ``s = F(c_in x, c_noise) / sigma`` (the 1/sigma
-    output scaling of NCSNv2, Song & Ermon 2020, Technique 3), ``c_in = 1/sqrt(sigma^2 + sigma_d^2)``
-    and ``c_noise = ln(sigma) / 4`` as for :class:`EDMPrecond`."""
-
-    def __init__(self, net: nn.Module, sigma_data: float = 0.5) -> None:
-        super().__init__()
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        self.net = net
-        self.sigma_data = float(sigma_data)
+    output scaling of NCSNv2, Song & Ermon 2020, Technique 3); ``c_in`` and ``c_noise`` as for
+    :class:`EDMPrecond`, whose network call it shares."""
 
     def score(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         sigma = as_sigma(sigma, x)
-        s = append_dims(sigma, x.ndim)
-        dtype = next(self.net.parameters()).dtype
-        out = self.net((x / (s**2 + self.sigma_data**2).sqrt()).to(dtype), (sigma.log() / 4).to(dtype))
-        return out.to(x.dtype) / s
+        return self.network(x, sigma) / append_dims(sigma, x.ndim)
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         sigma = as_sigma(sigma, x)

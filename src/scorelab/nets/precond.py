@@ -22,17 +22,20 @@ class EDMPrecond(nn.Module):
         self.net = net
         self.sigma_data = float(sigma_data)
 
+    def network(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """``F(c_in x, c_noise)`` in x's dtype, the network run in its own parameter dtype."""
+        s = append_dims(sigma, x.ndim)
+        c_in = 1 / (s**2 + self.sigma_data**2).sqrt()
+        dtype = next(self.net.parameters()).dtype
+        return self.net((c_in * x).to(dtype), (sigma.log() / 4).to(dtype)).to(x.dtype)
+
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         sigma = as_sigma(sigma, x)
         s = append_dims(sigma, x.ndim)
         sd2 = self.sigma_data**2
         c_skip = sd2 / (s**2 + sd2)
         c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
-        c_in = 1 / (s**2 + sd2).sqrt()
-        c_noise = sigma.log() / 4
-        dtype = next(self.net.parameters()).dtype
-        F = self.net((c_in * x).to(dtype), c_noise.to(dtype))
-        return self.skip(x, sigma, c_skip) + c_out * F.to(x.dtype)
+        return self.skip(x, sigma, c_skip) + c_out * self.network(x, sigma)
 
     def skip(self, x: Tensor, sigma: Tensor, c_skip: Tensor) -> Tensor:
         """The part of D that bypasses the network: ``c_skip x``."""

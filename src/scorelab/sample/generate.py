@@ -17,7 +17,8 @@ from .mad import mad
 from .ode import euler, heun
 from .teleport import teleport
 
-SAMPLERS = {"euler": euler, "heun": heun, "mad": mad}
+SAMPLERS = {"euler": euler, "heun": heun, "mad": mad, "annealed-langevin": annealed_langevin}
+STOCHASTIC = ("heun", "annealed-langevin")  # samplers that draw noise from the per-sample generators
 
 
 @torch.no_grad()
@@ -31,25 +32,24 @@ def generate(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[int], *, 
     ``steps_per_level``, ``denoise_last`` for annealed Langevin, which starts from N(0, levels[0]^2)).
     ``skip > 0`` teleports over the first ``skip`` steps with the closed-form flow of ``gaussian``
     (``sample.teleport``)."""
-    if sampler not in SAMPLERS and sampler != "annealed-langevin":
-        known = ", ".join([*SAMPLERS, "annealed-langevin"])
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {known}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if batch_size < 1 or len(seeds) == 0:
         raise ValueError("need batch_size >= 1 and at least one seed")
-    sigmas = karras(steps, sigma_min, sigma_max, rho)
+    if sampler == "annealed-langevin":  # its grid is the noise levels; options: eps, steps_per_level, denoise_last
+        options = dict(options)
+        sigmas = torch.as_tensor(options.pop("levels"), dtype=torch.float64)
+    else:
+        sigmas = karras(steps, sigma_min, sigma_max, rho)
     counted = CountNFE(denoiser)
     out = []
     with full_float32(sampler == "mad" and options.get("derivative", "central") != "exact"):
         for start in range(0, len(seeds), batch_size):
             chunk = seeds[start:start + batch_size]
             noise, generators = noise_for_seeds(chunk, shape, dtype=dtype, device=device)
-            kwargs = dict(options, generator=generators) if sampler == "heun" else options
+            kwargs = dict(options, generator=generators) if sampler in STOCHASTIC else options
             x = noise * sigmas[0].to(dtype)
-            if sampler == "annealed-langevin":  # options: levels, eps, steps_per_level, denoise_last
-                levels = torch.as_tensor(options["levels"], dtype=dtype)
-                x = annealed_langevin(counted, noise * levels[0].to(device), levels, generator=generators,
-                                      progress=progress, **{k: v for k, v in options.items() if k != "levels"})
-            elif skip:
+            if skip:
                 x = teleport(counted, x, sigmas, gaussian=gaussian, skip=skip, sampler=sampler, progress=progress,
                              **kwargs)
             else:

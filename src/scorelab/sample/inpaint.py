@@ -9,8 +9,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser, score
+from ..denoiser import Denoiser
 from .common import Generators, check_sigmas, randn
+from .langevin import langevin
+from .ode import heun
 
 
 def _check(image: Tensor, mask: Tensor) -> Tensor:
@@ -38,9 +40,7 @@ def inpaint_langevin(denoiser: Denoiser, image: Tensor, mask: Tensor, levels: Te
         alpha = eps * (sigma / sigma_L) ** 2
         for _ in range(steps_per_level):
             known = image + sigma * randn(image.shape, generator, dtype=image.dtype, device=image.device)
-            x = m * known + (1 - m) * x
-            x = x + (alpha / 2) * score(denoiser, x, sigma) + alpha**0.5 * randn(
-                image.shape, generator, dtype=image.dtype, device=image.device)
+            x = langevin(denoiser, m * known + (1 - m) * x, sigma, alpha, 1, generator)
     if denoise_last:
         x = denoiser(m * image + (1 - m) * x, torch.full((len(x),), sigma_L, dtype=x.dtype, device=x.device))
     return m * image + (1 - m) * x
@@ -54,14 +54,8 @@ def inpaint_heun(denoiser: Denoiser, image: Tensor, mask: Tensor, sigmas: Tensor
     sigmas = check_sigmas(sigmas, image)
     x = sigmas[0] * randn(image.shape, generator, dtype=image.dtype, device=image.device)
     for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x = m * (image + sigma * randn(image.shape, generator, dtype=image.dtype, device=image.device)) + (1 - m) * x
-        d = (x - denoiser(x, sigma.expand(len(x)))) / sigma
-        x_next = x + (sigma_next - sigma) * d
-        if float(sigma_next) > 0:
-            d_next = (x_next - denoiser(x_next, sigma_next.expand(len(x)))) / sigma_next
-            x_next = x + (sigma_next - sigma) * (d + d_next) / 2
-        x = x_next
+        known = image + sigmas[i] * randn(image.shape, generator, dtype=image.dtype, device=image.device)
+        x = heun(denoiser, m * known + (1 - m) * x, sigmas[i : i + 2])  # one Heun step
     return m * image + (1 - m) * x
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..analytic import Gaussian, gaussian_flow
-from ..denoiser import Denoiser
+from ..denoiser import Denoiser, unexplained_score_fraction
 from .common import check_sigmas
 from .mad import mad
 from .ode import euler, heun
@@ -36,10 +36,7 @@ def gaussian_agreement(denoiser: Denoiser, gaussian: Gaussian, x: Tensor, sigmas
     fractions = []
     with torch.no_grad():
         for sigma, x_s in zip(levels, states):
-            d_net, d_gauss = denoiser(x_s, sigma), gaussian(x_s, sigma)
-            num = (d_net - d_gauss).flatten(1).double().pow(2).sum(1)
-            den = (d_net - x_s).flatten(1).double().pow(2).sum(1)
-            fractions.append((num / den).mean())
+            fractions.append(unexplained_score_fraction(denoiser(x_s, sigma), gaussian(x_s, sigma), x_s).mean())
     return torch.stack(fractions)
 
 
