@@ -215,3 +215,34 @@ def test_ncsn_training_and_annealed_langevin_sampling(tmp_path):
         assert run_cli("train", "--data", "gmm3", "--loss", loss, *TINY, "--out", tmp_path / loss) == 0
     assert run_cli("train", "--data", "gmm3", "--loss", "ncsn", "--levels", "cosine:1:0.1:5", *TINY,
                    "--out", tmp_path / "bad") == 2
+
+
+def test_inpaint_command_keeps_the_known_part_and_is_seeded_per_image(tmp_path, capsys):
+    run = tmp_path / "d"
+    assert run_cli("train", "--data", "digits", "--model", "ncsn", "--loss", "ncsn", "--levels",
+                   "geometric:1:0.1:3", "--model-option", "channels=8", "--steps", 3, "--batch-size", 8,
+                   "--device", "cpu", "--out", run) == 0
+    ald = ["--eps", 1e-4, "--steps-per-level", 2, "--images", "digits:test", "--device", "cpu"]
+    assert run_cli("inpaint", run, "--mask", "bottom", "--n", 3, *ald, "--out", tmp_path / "a") == 0
+    a = np.load(tmp_path / "a" / "inpainted.npz")
+    assert a["inpainted"].shape == (3, 1, 8, 8) and a["mask"].shape == (1, 8, 8)
+    known = a["mask"].astype(bool)
+    np.testing.assert_array_equal(a["inpainted"][:, known], a["original"][:, known])
+    assert not np.allclose(a["inpainted"][:, ~known], a["original"][:, ~known])
+    assert (tmp_path / "a" / "inpainted.png").is_file() and "RMSE on the unknown pixels" in capsys.readouterr().out
+    # image i depends on seed + i alone: images 1..2 with seed 1 are rows 1..2 above
+    assert run_cli("inpaint", run, "--mask", "bottom", "--first", 1, "--n", 2, "--seed", 1, *ald,
+                   "--out", tmp_path / "b") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "inpainted.npz")["inpainted"], a["inpainted"][1:])
+    # a mask file (known: the left 3 columns) and the Heun driver
+    mask = np.zeros((8, 8), dtype=np.float32)
+    mask[:, :3] = 1
+    np.save(tmp_path / "m.npy", mask)
+    assert run_cli("inpaint", run, "--mask", tmp_path / "m.npy", "--sampler", "heun", "--steps", 4, "--n", 2,
+                   "--images", "digits:test", "--device", "cpu", "--out", tmp_path / "c") == 0
+    c = np.load(tmp_path / "c" / "inpainted.npz")
+    np.testing.assert_array_equal(c["inpainted"][:, :, :, :3], c["original"][:, :, :, :3])
+    np.save(tmp_path / "bad.npy", mask * 0.5)
+    for bad, message in [(tmp_path / "bad.npy", "only 0 (unknown) and 1"), ("middle", "--mask takes")]:
+        assert run_cli("inpaint", run, "--mask", bad, "--n", 1, *ald) == 2
+        assert message in capsys.readouterr().err

@@ -223,6 +223,85 @@ def _sample_figure(samples: Any, data: str, path: Path) -> Path:
     return viz.scatter_2d(samples[:, :2], path, title=f"{data} (first two coordinates)")
 
 
+def _read_mask(spec: str, shape: Sequence[int]) -> Any:
+    """The inpainting mask (1 known, 0 unknown) for images of ``shape`` (C, H, W): a side name (the
+    unknown half) or a .npy file of 0/1 or a PNG (white = known), of shape (H, W) or (C, H, W)."""
+    import numpy as np
+    import torch
+
+    from .sample.inpaint import side_mask
+
+    if spec in ("top", "bottom", "left", "right"):
+        return side_mask(shape, spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"--mask takes top, bottom, left, right or a .npy/.png file; {spec!r} is none of these")
+    if path.suffix == ".npy":
+        array = np.load(path, allow_pickle=False)
+    else:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            array = (np.asarray(im.convert("L")) > 127).astype(np.float32)
+    mask = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    if tuple(mask.shape) not in (tuple(shape[1:]), tuple(shape)):
+        raise ValueError(f"{path}: mask of shape {tuple(mask.shape)}; images need {tuple(shape[1:])} or "
+                         f"{tuple(shape)}")
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{path}: the mask must hold only 0 (unknown) and 1 (known)")
+    return mask.expand(shape).clone()
+
+
+def cmd_inpaint(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from . import viz
+    from .data.images import load_images
+    from .runs import load_denoiser
+    from .sample.common import generators_for_seeds
+    from .sample.inpaint import inpaint
+    from .schedules import karras, parse_levels
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    denoiser, meta = load_denoiser(args.run, weights=args.weights, device=device)
+    spec = args.images or meta["config"]["data"]
+    images = load_images(spec)[args.first:args.first + args.n]
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"{spec}: inpainting needs images (N, C, H, W); got shape {tuple(images.shape)}")
+    if tuple(images.shape[1:]) != tuple(meta["data_shape"]):
+        raise ValueError(f"{spec}: images of shape {tuple(images.shape[1:])}, the model's are {meta['data_shape']}")
+    mask = _read_mask(args.mask, images.shape[1:])
+    seeds = list(range(args.seed, args.seed + len(images)))
+    if args.sampler == "heun":
+        options: dict[str, Any] = {"sigmas": karras(args.steps, args.sigma_min, args.sigma_max, args.rho)}
+    else:
+        levels = args.levels or meta["config"].get("levels") or "geometric:1:0.01:10"
+        options = {"levels": parse_levels(levels), "eps": args.eps, "steps_per_level": args.steps_per_level,
+                   "denoise_last": not args.no_denoise_last}
+    with torch.no_grad():
+        out = inpaint(denoiser, images.to(device), mask.to(device), sampler=args.sampler,
+                      generator=generators_for_seeds(seeds, device), **options).cpu()
+    _check_finite(out)
+    unknown = mask == 0
+    rmse = float(((out - images)[:, unknown].pow(2).mean(dim=1).sqrt()).mean())
+    run = Path(args.run)
+    name = f"{args.sampler}-{Path(args.mask).stem}-seed{args.seed}"
+    target = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "inpaint" / name
+    target.mkdir(parents=True, exist_ok=True)
+    np.savez(target / "inpainted.npz", inpainted=out.numpy(), original=images.numpy(), mask=mask.numpy(),
+             seeds=np.array(seeds), rmse_unknown=rmse,
+             settings=json.dumps({k: v for k, v in vars(args).items() if k != "func"}))
+    shown = min(len(images), 16)
+    masked = torch.where(mask.bool(), images, torch.zeros_like(images))
+    figure = viz.image_grid(torch.cat([images[:shown], masked[:shown], out[:shown]]), target / "inpainted.png",
+                            nrow=shown, title=f"original, known part (mask {args.mask}), {args.sampler}")
+    print(f"{len(images)} images of {spec} inpainted ({args.sampler}, mask {args.mask}): RMSE on the unknown "
+          f"pixels {rmse:.4f} -> {target / 'inpainted.npz'}; figure {figure}")
+    return 0
+
+
 def cmd_data_shapes(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -281,7 +360,7 @@ def cmd_analyze_gaussianity(args: argparse.Namespace) -> int:
     from .train import resolve_device
 
     device = resolve_device(args.device)
-    denoiser, meta, data = _run_and_data(args.run, device)
+    denoiser, _meta, data = _run_and_data(args.run, device)
     ranks = [None if r == "full" else int(r) for r in args.ranks.split(",")]
     candidates = {k: v.to(device) for k, v in
                   standard_candidates(data, n_components=args.components, ranks=ranks).items()}
@@ -444,6 +523,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default RUN/samples/SAMPLER-STEPS-seedSEED, or "
                    "samples/NAME/... for --pretrained)")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("inpaint", help="fill in the unknown part of images (Song & Ermon 2019, Sec. 5; the "
+                       "known part is re-noised to the current level at every step)")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--images", help="images to inpaint, as --data of train (default: the run's training data), "
+                   "e.g. digits:test")
+    p.add_argument("--first", type=int, default=0, help="index of the first image (default 0)")
+    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--mask", required=True, help="the unknown half: top, bottom, left, right; or a .npy (0/1) or "
+                   "PNG (white = known) file of shape (H, W) or (C, H, W)")
+    p.add_argument("--sampler", default="annealed-langevin", choices=["annealed-langevin", "heun"])
+    p.add_argument("--seed", type=int, default=0, help="image i draws its noise from seed + i")
+    ald = p.add_argument_group("annealed Langevin")
+    ald.add_argument("--levels", help="noise levels KIND:SIGMA_MAX:SIGMA_MIN:L (default: the run's --levels)")
+    ald.add_argument("--eps", type=float, default=2e-5, help="step size at the last level (default 2e-5)")
+    ald.add_argument("--steps-per-level", type=int, default=100, help="Langevin steps per level (default 100)")
+    ald.add_argument("--no-denoise-last", action="store_true", help="skip the final x <- D(x, sigma_L)")
+    ode = p.add_argument_group("Heun (--sampler heun)")
+    ode.add_argument("--steps", type=int, default=18)
+    ode.add_argument("--sigma-min", type=float, default=0.002)
+    ode.add_argument("--sigma-max", type=float, default=80.0)
+    ode.add_argument("--rho", type=float, default=7.0)
+    p.add_argument("--weights", default="ema", choices=["ema", "model"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="output directory (default RUN/inpaint/SAMPLER-MASK-seedSEED)")
+    p.set_defaults(func=cmd_inpaint)
 
     p = sub.add_parser("export", help="write a run's weights alone (no optimizer state) to a small file")
     p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint file")

@@ -1,7 +1,7 @@
 """Samplers: small pure functions, tensors in and tensors out (DESIGN.md)."""
 
 from .common import CountNFE, check_sigmas, generators_for_seeds, noise_for_seeds, randn
-from .inpaint import inpaint_heun, inpaint_langevin, side_mask
+from .inpaint import inpaint, inpaint_heun, inpaint_langevin, side_mask
 from .langevin import annealed_langevin, langevin
 from .mad import mad, mad_gamma
 from .ode import euler, heun
@@ -16,6 +16,7 @@ __all__ = [
     "gaussian_agreement",
     "generators_for_seeds",
     "heun",
+    "inpaint",
     "inpaint_heun",
     "inpaint_langevin",
     "langevin",

@@ -5,6 +5,7 @@ score matching report, Sec. 7). Two drivers: annealed Langevin dynamics and Heun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -73,4 +74,17 @@ def side_mask(shape: Sequence[int], side: str) -> Tensor:
     return mask
 
 
-__all__ = ["inpaint_heun", "inpaint_langevin", "side_mask"]
+INPAINTERS = {"annealed-langevin": inpaint_langevin, "heun": inpaint_heun}
+
+
+def inpaint(denoiser: Denoiser, image: Tensor, mask: Tensor, *, sampler: str = "annealed-langevin",
+            **options: Any) -> Tensor:
+    """Fill in the pixels of ``image`` where ``mask == 0`` with ``sampler``: ``"annealed-langevin"``
+    (options of :func:`inpaint_langevin`: ``levels``, ``eps``, ``steps_per_level``, ``generator``,
+    ``denoise_last``) or ``"heun"`` (:func:`inpaint_heun`: ``sigmas``, ``generator``)."""
+    if sampler not in INPAINTERS:
+        raise ValueError(f"unknown inpainting sampler {sampler!r}; choose one of {', '.join(INPAINTERS)}")
+    return INPAINTERS[sampler](denoiser, image, mask, **options)
+
+
+__all__ = ["INPAINTERS", "inpaint", "inpaint_heun", "inpaint_langevin", "side_mask"]
