@@ -83,6 +83,20 @@ def test_resume_refuses_a_changed_setting(tmp_path):
         train(small_config(steps=5, batch_size=32), tmp_path / "r", resume=True, progress=False)
 
 
+def test_resume_keeps_the_runs_own_sigma_data(tmp_path):
+    """The data std recomputed on resume can differ in its last bits (another thread count sums in
+    another order): the run's saved sigma_data and P_mean are used, an explicit change is refused."""
+    run = tmp_path / "r"
+    train(small_config(steps=3), run, progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    saved["sigma_data"] *= 1 + 1e-14
+    (run / "config.json").write_text(json.dumps(saved))
+    train(small_config(steps=5), run, resume=True, progress=False)
+    assert json.loads((run / "config.json").read_text())["sigma_data"] == saved["sigma_data"]
+    with pytest.raises(TrainingError, match="sigma_data"):
+        train(small_config(steps=6, sigma_data=0.5), run, resume=True, progress=False)
+
+
 def test_only_the_last_checkpoints_are_kept(tmp_path):
     train(small_config(steps=10, checkpoint_every=2, keep_checkpoints=2), tmp_path / "r", progress=False)
     assert [s for s, _ in checkpoints(tmp_path / "r")] == [8, 10]

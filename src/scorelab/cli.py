@@ -62,7 +62,7 @@ def _floats(text: str, what: str) -> list[float]:
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .runs import load_denoiser
+    from .runs import load_codec, load_denoiser
     from .sample.generate import generate
     from .train import resolve_device
 
@@ -78,6 +78,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         default_root = source / "samples" if source.is_dir() else source.parent / "samples"
     device = resolve_device(args.device)
     denoiser, meta = load_denoiser(source, weights=args.weights, device=device)
+    codec = load_codec(source, meta)  # a latent run: sample codes, then decode them (scorelab.latent)
     seeds = list(range(args.seed, args.seed + args.n))
     settings = {"steps": args.steps, "sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "rho": args.rho,
                 "batch_size": args.batch_size, "device": device, "progress": not args.no_progress}
@@ -98,11 +99,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if args.sampler != "mad":
             raise ValueError("--grid sweeps MAD's parameters: use it with --sampler mad")
         return _sample_grid(denoiser, meta, seeds, settings, options, _parse_grid(args.grid),
-                            Path(args.out) if args.out else default_root / f"{name}-grid")
+                            Path(args.out) if args.out else default_root / f"{name}-grid", codec)
     samples, nfe = generate(denoiser, meta["data_shape"], seeds, sampler=args.sampler, **settings, **options)
     _check_finite(samples)
+    codes = {"codes": samples.numpy()} if codec is not None else {}
+    samples = codec.decode(samples) if codec is not None else samples  # not clipped, as in data space
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "samples.npz", samples=samples.numpy(), seeds=np.array(seeds), nfe=nfe,
+    np.savez(out / "samples.npz", samples=samples.numpy(), seeds=np.array(seeds), nfe=nfe, **codes,
              settings=json.dumps({k: v for k, v in vars(args).items() if k != "func"}))
     figure = _sample_figure(samples, meta["config"]["data"], out / "samples.png")
     print(f"{len(samples)} samples ({args.sampler}, {args.steps} steps, NFE {nfe:g} per sample) -> "
@@ -117,12 +120,11 @@ def _teleport_settings(args: argparse.Namespace, source: Path, denoiser: Any, me
     import torch
 
     from .analytic import Gaussian
-    from .data import load_dataset
+    from .runs import training_data
     from .sample import auto_skip, noise_for_seeds
     from .schedules import karras
 
-    config = meta["config"]
-    data = load_dataset(config["data"], n=config.get("n_data", 100_000), seed=config.get("seed", 0))
+    data = training_data(source, meta)  # codes for a latent run
     gaussian = Gaussian.fit(data).to(device)
     if args.teleport != "auto":
         try:
@@ -167,19 +169,21 @@ def _parse_grid(spec: str) -> list[dict[str, float]]:
 
 
 def _sample_grid(denoiser: Any, meta: dict, seeds: list[int], settings: dict, options: dict,
-                 grid: list[dict[str, float]], out: Path) -> int:
-    """Standard Heun and MAD at every grid point, all from the same seeds; one npz and one figure."""
+                 grid: list[dict[str, float]], out: Path, codec: Any = None) -> int:
+    """Standard Heun and MAD at every grid point, all from the same seeds; one npz and one figure.
+    A latent run's codes are decoded by ``codec``."""
     import numpy as np
     import torch
 
     from .sample.generate import generate
 
     shape = meta["data_shape"]
-    rows = {"heun": generate(denoiser, shape, seeds, sampler="heun", **settings)[0]}
+    decode = codec.decode if codec is not None else (lambda z: z)
+    rows = {"heun": decode(generate(denoiser, shape, seeds, sampler="heun", **settings)[0])}
     for point in grid:
         samples, _ = generate(denoiser, shape, seeds, sampler="mad", **settings, **(options | point))
         _check_finite(samples)
-        rows[", ".join(f"{k}={v:g}" for k, v in point.items())] = samples
+        rows[", ".join(f"{k}={v:g}" for k, v in point.items())] = decode(samples)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "grid.npz", samples=torch.stack(list(rows.values())).numpy(), labels=np.array(list(rows)),
              seeds=np.array(seeds), settings=json.dumps(options | {"grid": grid}))
@@ -257,7 +261,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     import torch
 
     from . import viz
-    from .data.images import load_images
+    from .data import load_dataset
     from .runs import load_denoiser
     from .sample.common import generators_for_seeds
     from .sample.inpaint import inpaint
@@ -266,8 +270,11 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     denoiser, meta = load_denoiser(args.run, weights=args.weights, device=device)
+    if meta["config"].get("latent"):
+        raise ValueError(f"{args.run} is a model of PCA codes ({meta['config']['latent']}); inpainting needs a "
+                         "model of the pixels")
     spec = args.images or meta["config"]["data"]
-    images = load_images(spec)[args.first:args.first + args.n]
+    images = load_dataset(spec)[args.first:args.first + args.n]
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"{spec}: inpainting needs images (N, C, H, W); got shape {tuple(images.shape)}")
     if tuple(images.shape[1:]) != tuple(meta["data_shape"]):
@@ -339,12 +346,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _run_and_data(run: str, device: Any) -> tuple[Any, dict, Any]:
-    from .data import load_dataset
-    from .runs import load_denoiser
+    from .runs import load_denoiser, training_data
 
     denoiser, meta = load_denoiser(run, device=device)
-    config = meta["config"]
-    data = load_dataset(config["data"], n=config.get("n_data", 100_000), seed=config.get("seed", 0))
+    data = training_data(run, meta)  # codes for a latent run: the analyses work in the model's space
     return denoiser, meta, data
 
 
@@ -485,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", metavar="MODELS", help="analytical models to compare the network with every "
                    "--track-every steps, e.g. gaussian,gmm10,delta (metrics fuv/MODEL/SIGMA in metrics.jsonl)")
     p.add_argument("--track-sigmas", metavar="S1,S2,..", help="noise levels for --track (default 0.1,1,10)")
+    p.add_argument("--latent", metavar="SPEC", help="train on PCA codes of the data (scorelab.latent): pca:K "
+                   "components, pca:0.95 (explained-variance fraction) or pca:elbow, optionally :whiten; use a "
+                   "vector model (mlp, ncsn-mlp); sample decodes to images")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample from a trained run")

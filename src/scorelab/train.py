@@ -30,9 +30,11 @@ from .checkpoint import (
     split_prefix,
 )
 from .data import load_dataset
+from .data.formats import MappedImages
+from .latent import fit_or_load, parse_latent, save_pca
 from .losses import EDMLoss, Loss, NCSNLoss, ScoreMatching
 from .nets import RESIDUAL, EDMPrecond, GaussianResidual, build_denoiser
-from .runs import CONFIG, METRICS, checkpoint_path, checkpoints, latest_checkpoint, read_config
+from .runs import CONFIG, LATENT, METRICS, checkpoint_path, checkpoints, latest_checkpoint, read_config
 from .schedules import parse_levels
 
 LOSSES = ("edm", "ncsn", "ncsn-continuous", "ssm", "ssm-vr", "esm")
@@ -69,6 +71,7 @@ class TrainConfig:
     track: list[str] = field(default_factory=list)  # analytical models to compare the network with while training
     track_sigmas: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
     track_every: int = 0                            # 0: no tracking (analysis.dynamics)
+    latent: str | None = None  # e.g. 'pca:20', 'pca:0.95', 'pca:elbow': train on PCA codes (scorelab.latent)
 
     # Settings that may change when a run is resumed; all others must match.
     RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "track", "track_sigmas",
@@ -87,6 +90,8 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.loss.startswith("ncsn"):
             parse_levels(self.levels)
+        if self.latent is not None:
+            parse_latent(self.latent)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -132,9 +137,16 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
         p_ema.lerp_(p, 1 - beta)
 
 
-def resolve_config(config: TrainConfig, data: Tensor) -> TrainConfig:
-    """Fill in the data-dependent defaults (sigma_data, P_mean)."""
-    sigma_data = config.sigma_data if config.sigma_data is not None else float(data.double().std())
+def resolve_config(config: TrainConfig, data: Tensor | MappedImages) -> TrainConfig:
+    """Fill in the data-dependent defaults (sigma_data, P_mean). Memory-mapped images give the std
+    of a fixed subsample (MappedImages.std) and cannot fit the Gaussians of residual models or tracking."""
+    if isinstance(data, MappedImages) and (config.model.endswith(RESIDUAL) or config.track_every > 0):
+        raise TrainingError(f"{config.data}: memory-mapped images cannot fit the Gaussian that model "
+                            f"{config.model!r} or tracking needs; load the data in memory (without 'mmap:')")
+    if config.sigma_data is not None:
+        sigma_data = config.sigma_data
+    else:
+        sigma_data = data.std() if isinstance(data, MappedImages) else float(data.double().std())
     if not sigma_data > 0:
         raise TrainingError("the data have zero variance; pass sigma_data explicitly")
     P_mean = config.P_mean if config.P_mean is not None else -1.2 + math.log(sigma_data / 0.5)
@@ -218,6 +230,14 @@ def stop_requests() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
+def adopt_resolved(config: TrainConfig, saved: dict[str, Any]) -> TrainConfig:
+    """``config`` with the data-dependent defaults it leaves open (sigma_data, P_mean) taken from a
+    saved run, so resuming does not depend on how a reduction over the data rounds (thread count,
+    library version)."""
+    resolved = {k: saved[k] for k in ("sigma_data", "P_mean") if getattr(config, k) is None and k in saved}
+    return replace(config, **resolved)
+
+
 def check_resumable(run: Path, config: TrainConfig) -> None:
     saved = read_config(run)
     for key, value in asdict(config).items():
@@ -254,6 +274,13 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     run = Path(out)
     device = resolve_device(config.device)
     data = load_dataset(config.data, n=config.n_data, seed=config.seed)
+    if config.latent and isinstance(data, MappedImages):  # PCA is fitted on the whole set; the codes are small
+        data = data[:]
+    codec = fit_or_load(config.latent, data, run / LATENT if resume else None) if config.latent else None
+    if codec is not None:  # issue 6: the model sees the codes; resume reuses the saved codec
+        data = codec.encode(data)
+    if resume and (run / CONFIG).exists():  # the run's own sigma_data: a recomputed std may differ in the last bits
+        config = adopt_resolved(config, read_config(run))
     config = resolve_config(config, data)
     if resume:
         check_resumable(run, config)
@@ -272,6 +299,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
         restore_state(state, tensors, meta, ckpt)
         truncate_metrics(run / METRICS, state.step)
     run.mkdir(parents=True, exist_ok=True)
+    if codec is not None:
+        save_pca(run / LATENT, codec, config.latent)
     atomic_write_text(run / CONFIG, json.dumps(asdict(config), indent=2))
     loss_fn = build_loss(config)
     return _loop(config, run, data, state, loss_fn, progress, callbacks, stop)

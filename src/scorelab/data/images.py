@@ -1,4 +1,5 @@
-"""Image sources: scikit-learn digits, ``.npy``/``.npz`` arrays and folders of PNG/JPEG files.
+"""Image sources: scikit-learn digits, ``.npy``/``.npz`` arrays and folders of PNG/JPEG files;
+:func:`load_images` also dispatches to the dataset formats of :mod:`scorelab.data.formats`.
 
 Every loader returns a float32 tensor of shape ``(N, C, H, W)`` with values in ``[-1, 1]``
 (DESIGN.md, "Data conventions") and raises :class:`DataError` saying what is wrong with its
@@ -300,16 +301,54 @@ def _check_same_size(files: list[Path], images: list[Image.Image]) -> None:
 
 
 def load_images(spec: str) -> Tensor:
-    """Images named by ``spec``: ``"digits"`` (train split) or ``"digits:SPLIT"``, a ``.npy``/``.npz``
-    file, or a folder of PNG/JPEG files."""
+    """Images named by ``spec``, a name or a path with an optional ``:OPTION`` suffix:
+
+    - ``digits`` (train split) or ``digits:SPLIT``;
+    - a ``.npy``/``.npz`` file (``mmap:FILE.npy`` reads the same images; :func:`load_dataset` maps it);
+    - an IDX images file ``*-idx3-ubyte[.gz]`` (MNIST, Fashion-MNIST);
+    - an ``.mrc``/``.mrcs`` particle stack, ``:dataset`` (default), ``:per-image``, ``:standardize``
+      or ``:none`` choosing the normalisation of :func:`~scorelab.data.formats.load_mrc`;
+    - a folder: CIFAR-10's ``cifar-10-batches-py`` (holding ``data_batch_1`` or ``test_batch``) or one
+      holding MNIST's ``train-images-idx3-ubyte[.gz]`` / ``t10k-...``, with ``:train`` (default) or
+      ``:test``; else a folder of PNG/JPEG files.
+    """
+    from . import formats
+
     if spec == "digits" or spec.startswith("digits:"):
         return load_digits(spec.partition(":")[2] or "train")
-    path = Path(spec)
+    if spec.startswith("mmap:"):
+        return load_array(spec.removeprefix("mmap:"))
+    path, option = split_option(spec)
+    if path.is_file() and path.name.endswith(("-idx3-ubyte", "-idx3-ubyte.gz")):
+        return formats.load_idx(_no_option(path, option))
+    if path.suffix.lower() in (".mrc", ".mrcs"):
+        return formats.load_mrc(path, option or "dataset")
+    if path.is_dir() and any((path / name).is_file() for name in ("data_batch_1", "test_batch")):
+        return formats.load_cifar10(path, option or "train")
+    if path.is_dir() and any(path.glob("*-images-idx3-ubyte*")):
+        return formats.load_idx(path, option or "train")
     if path.suffix in (".npy", ".npz"):
-        return load_array(path)
+        return load_array(_no_option(path, option))
     if path.is_dir():
-        return load_folder(path)
+        return load_folder(_no_option(path, option))
     raise DataError(
         f"cannot load images from {spec!r}: it is not 'digits' or 'digits:SPLIT', "
-        "not a path ending in .npy or .npz, and not an existing directory"
+        "not a path ending in .npy or .npz (or mmap:FILE.npy), .mrc or .mrcs, not an IDX file named "
+        "*-idx3-ubyte[.gz], and not an existing directory (CIFAR-10 batches, MNIST IDX files or images)"
     )
+
+
+def split_option(spec: str) -> tuple[Path, str | None]:
+    """``(path, option)`` from ``"PATH:OPTION"`` when ``PATH`` exists and ``spec`` itself does not;
+    else ``(Path(spec), None)``."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail and not Path(spec).exists() and Path(head).exists():
+        return Path(head), tail
+    return Path(spec), None
+
+
+def _no_option(path: Path, option: str | None) -> Path:
+    if option is not None:
+        raise DataError(f"{path}: takes no ':{option}' suffix (splits are for MNIST and CIFAR-10 folders, "
+                        "normalisations for MRC files)")
+    return path

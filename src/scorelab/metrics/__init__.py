@@ -1,10 +1,11 @@
 """metrics: distribution distances and dataset-specific quality measures."""
 
-from scorelab.metrics.digits import DigitsClassifier, digits_quality, get_classifier
+from scorelab.metrics.digits import DigitsClassifier, classify_digits, digits_quality, get_classifier
 from scorelab.metrics.distances import frechet_distance, frechet_distance_features, sliced_wasserstein
 
 __all__ = [
     "DigitsClassifier",
+    "classify_digits",
     "digits_quality",
     "frechet_distance",
     "frechet_distance_features",

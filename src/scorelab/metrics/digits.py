@@ -242,6 +242,12 @@ def _class_stats(probs: Tensor) -> dict[str, float | list[float]]:
     }
 
 
+def classify_digits(images: Tensor) -> Tensor:
+    """Class probabilities ``(N, 10)`` of the digits classifier (trained and cached on first use)."""
+    _check_digits(images, "images")
+    return _apply(get_classifier(), images, "forward").softmax(1)
+
+
 def digits_quality(
     samples: Tensor, reference: Tensor | None = None, train: Tensor | None = None
 ) -> dict:
@@ -258,7 +264,7 @@ def digits_quality(
     if reference is not None:
         _check_digits(reference, "reference")
     model = get_classifier()
-    result = _class_stats(_apply(model, samples, "forward").softmax(1))
+    result = _class_stats(classify_digits(samples))
     if reference is not None:
         ref_hist = _class_stats(_apply(model, reference, "forward").softmax(1))["class_histogram"]
         tv = 0.5 * sum(abs(a - b) for a, b in zip(result["class_histogram"], ref_hist))
