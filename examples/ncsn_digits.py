@@ -37,7 +37,7 @@ RUNS = Path("runs/ncsn-digits")
 SCHEDULES = {"geometric": "geometric:1:0.1:10", "linear": "linear:1:0.1:10", "sqrt": "sqrt:1:0.1:10"}
 SIGMA_1 = {1.0: "geometric:1:0.1:10", 3.0: "geometric:3:0.1:10", 10.0: "geometric:10:0.1:10"}
 EPS = 2e-3    # alpha_i / sigma_i^2 = eps / sigma_L^2 = 0.2, NCSN's ratio (2e-5 / 0.01^2)
-T = 50        # Langevin steps per level (NCSN: 100; 50 keeps the whole script within ~15 CPU minutes)
+T = 50        # Langevin steps per level (NCSN: 100; 50 halves the sampling time)
 SIDES = ("top", "bottom", "left", "right")
 
 
