@@ -143,3 +143,15 @@ def test_frechet_distance_features_recovers_the_gaussian_distance():
     # N(0, I) vs N(1, 4 I): |1|^2 * 3 + 3 * (1 - 2)^2 = 6.
     assert frechet_distance_features(x, y) == pytest.approx(6.0, rel=0.02)
     assert frechet_distance_features(x, x) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_frechet_distance_of_gaussians_with_commuting_covariances_is_the_closed_form():
+    # C1 = Q diag(l1) Q^T, C2 = Q diag(l2) Q^T commute: W2^2 = |mu1 - mu2|^2 + sum (sqrt(l1) - sqrt(l2))^2.
+    d = 6
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=_gen(0), dtype=torch.float64))
+    l1 = torch.rand(d, generator=_gen(1), dtype=torch.float64) * 4
+    l2 = torch.rand(d, generator=_gen(2), dtype=torch.float64) * 4
+    mu1, mu2 = (torch.randn(d, generator=_gen(k), dtype=torch.float64) for k in (3, 4))
+    expected = float((mu1 - mu2).square().sum() + (l1.sqrt() - l2.sqrt()).square().sum())
+    fd = frechet_distance(mu1, (Q * l1) @ Q.T, mu2, (Q * l2) @ Q.T)
+    assert fd == pytest.approx(expected, rel=1e-10)

@@ -29,6 +29,7 @@ def _model_options(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import is_main
     from .runs import read_config
     from .train import TrainConfig, train
 
@@ -47,8 +48,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig(**given)
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
-    print(f"{'stopped' if result.interrupted else 'trained'} {result.run} to step {result.step}; "
-          f"checkpoint {result.checkpoint}")
+    if is_main():  # under torchrun, rank 0 speaks for all
+        print(f"{'stopped' if result.interrupted else 'trained'} {result.run} to step {result.step}; "
+              f"checkpoint {result.checkpoint}")
     return 130 if result.interrupted else 0
 
 
@@ -62,8 +64,9 @@ def _floats(text: str, what: str) -> list[float]:
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .distributed import device_for, is_main
     from .runs import load_codec, load_denoiser
-    from .sample.generate import generate
+    from .sample.generate import generate_sharded
     from .train import resolve_device
 
     if (args.run is None) == (args.pretrained is None):
@@ -76,7 +79,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         source = Path(args.run)
         default_root = source / "samples" if source.is_dir() else source.parent / "samples"
-    device = resolve_device(args.device)
+    device = device_for(resolve_device(args.device))  # under torchrun: the local rank's GPU
     denoiser, meta = load_denoiser(source, weights=args.weights, device=device)
     codec = load_codec(source, meta)  # a latent run: sample codes, then decode them (scorelab.latent)
     seeds = list(range(args.seed, args.seed + args.n))
@@ -100,8 +103,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise ValueError("--grid sweeps MAD's parameters: use it with --sampler mad")
         return _sample_grid(denoiser, meta, seeds, settings, options, _parse_grid(args.grid),
                             Path(args.out) if args.out else default_root / f"{name}-grid", codec)
-    samples, nfe = generate(denoiser, meta["data_shape"], seeds, sampler=args.sampler, **settings, **options)
+    samples, nfe = generate_sharded(denoiser, meta["data_shape"], seeds, sampler=args.sampler, **settings,
+                                    **options)  # under torchrun: seeds split over the ranks, rank 0 writes
     _check_finite(samples)
+    if not is_main():
+        return 0
     codes = {"codes": samples.numpy()} if codec is not None else {}
     samples = codec.decode(samples) if codec is not None else samples  # not clipped, as in data space
     out.mkdir(parents=True, exist_ok=True)
@@ -345,6 +351,58 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_seeds(text: str | None, n: int) -> list[int]:
+    """``--seeds A-B`` (inclusive) as a list, which must hold exactly ``n`` seeds; None means 0 .. n-1."""
+    if n < 2:
+        raise ValueError(f"--n must be at least 2, got {n}")
+    if text is None:
+        return list(range(n))
+    first, sep, last = text.partition("-")
+    if not (sep and first.strip().isdigit() and last.strip().isdigit()):
+        raise ValueError(f"--seeds takes an inclusive range A-B of non-negative integers (e.g. 0-49999), got {text!r}")
+    a, b = int(first), int(last)
+    if b < a:
+        raise ValueError(f"--seeds {text}: the range is empty (B < A)")
+    if b - a + 1 != n:
+        raise ValueError(f"--seeds {text} holds {b - a + 1} seeds but --n is {n}")
+    return list(range(a, b + 1))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write_text
+    from .data import load_dataset
+    from .metrics import fid
+    from .runs import load_codec, load_denoiser
+    from .train import resolve_device
+
+    seeds = _parse_seeds(args.seeds, args.n)
+    weights = fid.resolve_inception_weights(args.inception_weights)  # before any slow work
+    device = resolve_device(args.device)
+    denoiser, meta = load_denoiser(args.run, weights=args.weights, device=device)
+    codec = load_codec(args.run, meta)  # a latent run: features of the decoded images
+    reference = load_dataset(args.ref)
+    n_ref = len(reference) if args.ref_n is None else min(args.ref_n, len(reference))
+    extractor = fid.inception_extractor(weights, device)
+    key = fid.reference_key(args.ref, n_ref, fid.INCEPTION_NAME + ":2048", weights)
+    stats = fid.cached_reference(key, lambda: fid.image_features(reference, extractor, args.batch_size, n_ref))
+    settings = {"sampler": args.sampler, "steps": args.steps, "sigma_min": args.sigma_min,
+                "sigma_max": args.sigma_max, "rho": args.rho, "device": device, "progress": not args.no_progress}
+    # One process here; under torchrun each rank would take a slice of `seeds` and gather the features in order.
+    features = fid.sample_features(denoiser, meta["data_shape"], seeds, extractor, codec=codec,
+                                   batch_size=args.batch_size, **settings)
+    value = fid.metric_from_features(features, stats, args.metric)
+    seed_text = f"{seeds[0]}-{seeds[-1]}"
+    result = {"metric": args.metric, "value": value, "n": len(seeds), "seeds": seed_text, "reference": args.ref,
+              "reference_n": n_ref, "weights": args.weights, "sampler": args.sampler, "steps": args.steps}
+    run = Path(args.run)
+    out = Path(args.out) if args.out else ((run if run.is_dir() else run.parent) / "eval" /
+                                           f"{args.metric}-{args.sampler}-{args.steps}-seeds{seed_text}.json")
+    atomic_write_text(out, json.dumps(result, indent=2))
+    print(f"{args.metric.upper()} {value:.6g} ({len(seeds)} samples, seeds {seed_text}, {args.sampler} "
+          f"{args.steps} steps; reference {args.ref}, {n_ref} images) -> {out}")
+    return 0
+
+
 def _run_and_data(run: str, device: Any) -> tuple[Any, dict, Any]:
     from .runs import load_denoiser, training_data
 
@@ -501,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "shapes-noisy (UNet trained on noisy 64x64 shapes; use --sampler mad)")
     p.add_argument("--sampler", default="heun", choices=["heun", "euler", "mad", "annealed-langevin"])
     p.add_argument("--steps", type=int, default=18)
-    p.add_argument("--n", type=int, default=1000, help="number of samples (seeds seed .. seed+n-1)")
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=1000,
+                   help="number of samples (seeds seed .. seed+n-1); --num-samples under torchrun, whose own "
+                   "options swallow --n")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--sigma-min", type=float, default=0.002)
@@ -565,6 +625,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="storage precision (float16 halves the file; loading casts back to float32)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval", help="FID or KID of a run's samples against a dataset (Inception-v3 features "
+                       "through torch-fidelity; pip install 'scorelab[fid]')")
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--metric", default="fid", choices=["fid", "kid"])
+    p.add_argument("--ref", required=True, help="reference images, as --data of train (e.g. cifar-10-batches-py); "
+                   "their statistics are cached in $SCORELAB_CACHE or ~/.cache/scorelab")
+    p.add_argument("--ref-n", type=int, help="use the first N reference images (default all)")
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=50_000, help="number of samples (default 50000, the usual protocol)")
+    p.add_argument("--seeds", metavar="A-B", help="inclusive seed range holding --n seeds (default 0 .. n-1)")
+    p.add_argument("--inception-weights", metavar="FILE", help="local torch-fidelity Inception-v3 weights "
+                   "(weights-inception-2015-12-05-6726825d.pth; default $SCORELAB_INCEPTION_WEIGHTS); never "
+                   "downloaded")
+    p.add_argument("--sampler", default="heun", choices=["heun", "euler"])
+    p.add_argument("--steps", type=int, default=18)
+    p.add_argument("--sigma-min", type=float, default=0.002)
+    p.add_argument("--sigma-max", type=float, default=80.0)
+    p.add_argument("--rho", type=float, default=7.0)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--weights", default="ema", choices=["ema", "model"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="result JSON (default RUN/eval/METRIC-SAMPLER-STEPS-seedsA-B.json)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("data", help="write a synthetic dataset to a file")
     data_sub = p.add_subparsers(dest="dataset", required=True)

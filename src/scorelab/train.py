@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import __version__
+from . import distributed as dist
 from .analytic import Gaussian
 from .checkpoint import (
     CheckpointError,
@@ -269,10 +270,19 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
           callbacks: list[Callback] | None = None, stop: threading.Event | None = None) -> TrainResult:
     """Train a denoiser into the run directory ``out``; with ``resume`` continue from its latest
     checkpoint (exactly: optimizer, EMA and RNG state are restored). Stops cleanly between two
-    steps on Ctrl-C/SIGTERM or when ``stop`` is set, leaving a resumable checkpoint."""
+    steps on Ctrl-C/SIGTERM or when ``stop`` is set, leaving a resumable checkpoint.
+
+    Under torchrun every rank trains on its shard of each global batch with DistributedDataParallel
+    (``scorelab.distributed``); the trajectory is that of one process with the same ``batch_size``."""
     config.validate()
-    run = Path(out)
-    device = resolve_device(config.device)
+    device = dist.device_for(resolve_device(config.device))
+    with dist.process_group(device):
+        dist.shard(config.batch_size)  # a clear error before any work when the batch does not divide
+        return _train(config, Path(out), device, resume, progress, callbacks, stop)
+
+
+def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, progress: bool,
+           callbacks: list[Callback] | None, stop: threading.Event | None) -> TrainResult:
     data = load_dataset(config.data, n=config.n_data, seed=config.seed)
     if config.latent and isinstance(data, MappedImages):  # PCA is fitted on the whole set; the codes are small
         data = data[:]
@@ -294,16 +304,25 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
                                               seed=config.seed))
     data = data.to(device)
     state = build_state(config, data, device)
-    if resume and (ckpt := latest_checkpoint(run)) is not None:
+    ckpt = latest_checkpoint(run) if resume else None
+    if ckpt is not None:
         tensors, meta = load_checkpoint(ckpt, device)
         restore_state(state, tensors, meta, ckpt)
-        truncate_metrics(run / METRICS, state.step)
-    run.mkdir(parents=True, exist_ok=True)
-    if codec is not None:
-        save_pca(run / LATENT, codec, config.latent)
-    atomic_write_text(run / CONFIG, json.dumps(asdict(config), indent=2))
+    dist.barrier()  # every rank has read the run before rank 0 writes to it
+    if dist.is_main():
+        if ckpt is not None:
+            truncate_metrics(run / METRICS, state.step)
+        run.mkdir(parents=True, exist_ok=True)
+        if codec is not None:
+            save_pca(run / LATENT, codec, config.latent)
+        atomic_write_text(run / CONFIG, json.dumps(asdict(config), indent=2))
+    dist.barrier()
     loss_fn = build_loss(config)
-    return _loop(config, run, data, state, loss_fn, progress, callbacks, stop)
+    ddp = None
+    if dist.active():
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            state.model, device_ids=[device.index] if device.type == "cuda" else None)
+    return _loop(config, run, data, state, loss_fn, progress and dist.is_main(), callbacks, stop, ddp)
 
 
 def build_loss(config: TrainConfig) -> Loss:
@@ -316,12 +335,33 @@ def build_loss(config: TrainConfig) -> Loss:
     return ScoreMatching({"ssm": "sliced", "ssm-vr": "sliced-vr", "esm": "exact"}[config.loss])
 
 
-def _step(state: TrainState, data: Tensor, loss_fn: Loss, config: TrainConfig) -> float:
-    """One optimizer step; returns the loss. Non-finite gradients skip the update."""
+def _on_shard(model: torch.nn.Module, part: slice) -> Callable[[Tensor, Tensor], Tensor]:
+    """A denoiser that runs ``model`` on the rows ``part`` of the batch only; the other rows come back as
+    their (detached) input, so a loss drawing its noise for the whole batch computes this rank's rows
+    exactly as one process would, and costs the network nothing for the others."""
+    def denoiser(x: Tensor, sigma: Tensor) -> Tensor:
+        sigma_part = sigma[part] if isinstance(sigma, Tensor) and sigma.ndim > 0 else sigma
+        return torch.cat([x[:part.start].detach(), model(x[part], sigma_part), x[part.stop:].detach()])
+    return denoiser
+
+
+def _step(state: TrainState, data: Tensor, loss_fn: Loss, config: TrainConfig,
+          ddp: torch.nn.Module | None = None) -> float:
+    """One optimizer step; returns the loss (the global batch's mean). Non-finite gradients skip the update.
+
+    With ``ddp`` (DistributedDataParallel around ``state.model``), every rank draws the global batch and
+    its noise from the shared generator, as one process would, and back-propagates its shard's mean loss;
+    DDP's gradient average over the equal shards is then the gradient of the global mean."""
     idx = torch.randint(len(data), (config.batch_size,), generator=state.generator, device=data.device)
-    loss = loss_fn(state.model, data[idx], state.generator).mean()
-    if not torch.isfinite(loss):
-        raise TrainingError(f"non-finite loss ({loss.item()}) at step {state.step + 1}")
+    if ddp is None:
+        loss = loss_fn(state.model, data[idx], state.generator).mean()
+        reported = loss
+    else:
+        part = dist.shard(config.batch_size)
+        loss = loss_fn(_on_shard(ddp, part), data[idx], state.generator)[part].mean()
+        reported = dist.mean(loss)
+    if not torch.isfinite(reported):
+        raise TrainingError(f"non-finite loss ({reported.item()}) at step {state.step + 1}")
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), math.inf)  # one fused pass, no clipping
@@ -333,24 +373,34 @@ def _step(state: TrainState, data: Tensor, loss_fn: Loss, config: TrainConfig) -
     else:
         state.skipped += 1
     ema_update(state.ema, state.model, ema_beta(state.step, config.ema_halflife, config.ema_rampup))
-    return loss.item()
+    return reported.item()
+
+
+def _save(run: Path, state: TrainState, config: TrainConfig, data_shape: tuple[int, ...]) -> Path:
+    """``save_state`` on rank 0 while the other ranks wait for it."""
+    path = save_state(run, state, config, data_shape) if dist.is_main() else checkpoint_path(run, state.step)
+    dist.barrier()
+    return path
 
 
 def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_fn: Loss,
-          progress: bool, callbacks: list[Callback], stop: threading.Event | None) -> TrainResult:
+          progress: bool, callbacks: list[Callback], stop: threading.Event | None,
+          ddp: torch.nn.Module | None = None) -> TrainResult:
     data_shape = tuple(data.shape[1:])
     losses: list[float] = []
     last_loss = float("nan")
     last_ckpt = latest_checkpoint(run)
+    saved_step = state.step if last_ckpt is not None else None  # a resumed state is its latest checkpoint's
     interrupted = False
     bar = tqdm(total=config.steps, initial=state.step, disable=not progress, desc=f"train {run.name}")
     t_log = time.perf_counter()
-    with stop_requests() as signalled, (run / METRICS).open("a") as metrics:
+    log = (run / METRICS).open("a") if dist.is_main() else nullcontext()
+    with stop_requests() as signalled, log as metrics:
         while state.step < config.steps:
-            if signalled.is_set() or (stop is not None and stop.is_set()):
+            if dist.any_rank(signalled.is_set() or (stop is not None and stop.is_set()), data.device):
                 interrupted = True
                 break
-            last_loss = _step(state, data, loss_fn, config)
+            last_loss = _step(state, data, loss_fn, config, ddp)
             losses.append(last_loss)
             extra: dict[str, Any] = {}
             for cb in callbacks:
@@ -361,16 +411,17 @@ def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_
                 line = {"step": state.step, "loss": sum(losses) / len(losses),
                         "lr": state.optimizer.param_groups[0]["lr"], "examples_per_s": speed,
                         "skipped": state.skipped, **extra}
-                metrics.write(json.dumps(line) + "\n")
-                metrics.flush()
+                if metrics is not None:
+                    metrics.write(json.dumps(line) + "\n")
+                    metrics.flush()
                 bar.set_postfix(loss=f"{line['loss']:.4f}", ex_s=f"{speed:.0f}")
                 losses, t_log = [], time.perf_counter()
             bar.update(1)
             if state.step % config.checkpoint_every == 0:
-                last_ckpt = save_state(run, state, config, data_shape)
+                last_ckpt, saved_step = _save(run, state, config, data_shape), state.step
         bar.close()
-        if last_ckpt is None or checkpoints(run)[-1][0] != state.step:
-            last_ckpt = save_state(run, state, config, data_shape)
-    if interrupted:
+        if saved_step != state.step:
+            last_ckpt = _save(run, state, config, data_shape)
+    if interrupted and dist.is_main():
         tqdm.write(f"interrupted at step {state.step}: checkpoint {last_ckpt}; resume with --resume")
     return TrainResult(run, state.step, last_ckpt, interrupted, last_loss)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import distributed
 from ..denoiser import Denoiser
 from ..schedules import karras
 from .common import CountNFE, noise_for_seeds
@@ -56,6 +57,24 @@ def generate(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[int], *, 
                 x = SAMPLERS[sampler](counted, x, sigmas, progress=progress, **kwargs)
             out.append(x.cpu())
     return torch.cat(out), counted.nfe(len(seeds))
+
+
+def generate_sharded(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[int], *,
+                     device: torch.device | str = "cpu", **settings: Any) -> tuple[Tensor, float]:
+    """``generate`` under torchrun: each rank generates a contiguous block of ``seeds`` and every rank
+    gets all samples back in seed order. A sample depends on its seed alone, so the result equals one
+    process's. Without torchrun this is ``generate``."""
+    with distributed.process_group(torch.device(device)):
+        n, size, rank = len(seeds), distributed.world_size(), distributed.rank()
+        if size == 1:
+            return generate(denoiser, shape, seeds, device=device, **settings)
+        bounds = [n * r // size for r in range(size + 1)]
+        block = list(seeds[bounds[rank]:bounds[rank + 1]])
+        mine = generate(denoiser, shape, block, device=device, **settings) if block else None
+        parts = [part for part in distributed.gather(mine) if part is not None]
+    if not parts:
+        raise ValueError("need at least one seed")
+    return torch.cat([samples for samples, _ in parts]), parts[0][1]
 
 
 @contextmanager

@@ -1,0 +1,118 @@
+"""Training under torchrun (DDP, gloo on CPU, 2 processes) follows the single-process trajectory."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from scorelab import distributed
+from scorelab.checkpoint import load_checkpoint
+from scorelab.runs import checkpoints
+from scorelab.train import TrainConfig, train
+
+RTOL = 1e-6  # gloo's all-reduce sums in another order than one process's mean: float32 rounding only
+
+
+def tiny_config(**kw):
+    base = {"data": "gmm3", "model": "mlp", "steps": 12, "batch_size": 64, "n_data": 1000, "warmup": 3,
+            "ema_halflife": 5, "log_every": 1, "checkpoint_every": 1000, "model_options": {"width": 16, "depth": 2},
+            "device": "cpu"}
+    return TrainConfig(**{**base, **kw})
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def losses(run):
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_tensors(run):
+    return load_checkpoint(checkpoints(run)[-1][1])[0]
+
+
+def _worker(rank, port, config, out, record):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+
+    def keep_final_state(state):  # each rank's own parameters, EMA and generator, for the test to compare
+        if state.step == config.steps:
+            tensors = {f"model.{k}": v.clone() for k, v in state.model.state_dict().items()}
+            tensors.update({f"ema.{k}": v.clone() for k, v in state.ema.state_dict().items()})
+            tensors["rng"] = state.generator.get_state()
+            torch.save(tensors, record / f"rank{rank}.pt")
+
+    train(config, out, progress=False, callbacks=[keep_final_state])
+
+
+def torchrun(*args):
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "-m", "scorelab", "--no-progress", *args]
+    return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The reference: one process, 12 steps."""
+    run = tmp_path_factory.mktemp("single") / "run"
+    train(tiny_config(), run, progress=False)
+    assert not distributed.active()  # a single process creates no process group
+    return run
+
+
+def test_two_ranks_stay_identical_and_follow_the_single_process_trajectory(tmp_path, single):
+    out = tmp_path / "two"
+    mp.spawn(_worker, args=(free_port(), tiny_config(), out, tmp_path), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k  # DDP keeps parameters, EMA and generator identical on all ranks
+    assert losses(out) == pytest.approx(losses(single), rel=RTOL)  # the logged loss is the global mean
+    ta, tb = final_tensors(single), final_tensors(out)
+    assert torch.equal(ta["rng.train"], tb["rng.train"])  # the same draws as one process
+    assert set(tb) == set(ta)  # unwrapped model.* keys, not module.*
+    for k in ta:
+        if k.startswith(("model.", "ema.")):
+            torch.testing.assert_close(tb[k], ta[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_resume_with_another_process_count_continues_the_trajectory(tmp_path, single):
+    run = tmp_path / "run"
+    train(tiny_config(steps=6), run, progress=False)  # 1 process for 6 steps, then 2 processes to 12
+    cli = ["train", "--out", str(run), "--resume", "--steps", "12"]
+    done = torchrun(*cli)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert losses(run) == pytest.approx(losses(single), rel=RTOL)
+    assert torch.equal(final_tensors(run)["rng.train"], final_tensors(single)["rng.train"])
+
+
+def test_a_batch_that_does_not_divide_over_the_ranks_is_refused(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert distributed.shard(64) == slice(0, 32)
+    with pytest.raises(ValueError, match="does not divide over 2 processes"):
+        distributed.shard(63)
+
+
+def test_sampling_sharded_over_two_ranks_equals_one_process(tmp_path, single):
+    import numpy as np
+
+    from scorelab.cli import main
+
+    common = ["sample", str(single), "--num-samples", "7", "--seed", "3", "--steps", "4", "--batch-size", "2",
+              "--device", "cpu"]  # torchrun's argument parser would take --n for an abbreviation of its own
+    assert main(["--no-progress", *common, "--out", str(tmp_path / "one")]) == 0
+    done = torchrun(*common, "--out", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = np.load(tmp_path / "one" / "samples.npz"), np.load(tmp_path / "two" / "samples.npz")
+    assert two["seeds"].tolist() == one["seeds"].tolist() == list(range(3, 10))
+    np.testing.assert_allclose(two["samples"], one["samples"], rtol=1e-6, atol=1e-6)  # 7 seeds: blocks of 3 and 4
