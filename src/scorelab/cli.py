@@ -633,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference images, as --data of train (e.g. cifar-10-batches-py); "
                    "their statistics are cached in $SCORELAB_CACHE or ~/.cache/scorelab")
     p.add_argument("--ref-n", type=int, help="use the first N reference images (default all)")
-    p.add_argument("--n", "--num-samples", dest="n", type=int, default=50_000, help="number of samples (default 50000, the usual protocol)")
+    p.add_argument("--n", "--num-samples", dest="n", type=int, default=50_000,
+                   help="number of samples (default 50000, the usual protocol)")
     p.add_argument("--seeds", metavar="A-B", help="inclusive seed range holding --n seeds (default 0 .. n-1)")
     p.add_argument("--inception-weights", metavar="FILE", help="local torch-fidelity Inception-v3 weights "
                    "(weights-inception-2015-12-05-6726825d.pth; default $SCORELAB_INCEPTION_WEIGHTS); never "
