@@ -517,6 +517,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _karras_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--steps``, ``--sigma-min``, ``--sigma-max``, ``--rho``: the Karras grid of the ODE samplers (EDM's defaults)."""
+    parser.add_argument("--steps", type=int, default=18)
+    parser.add_argument("--sigma-min", type=float, default=0.002)
+    parser.add_argument("--sigma-max", type=float, default=80.0)
+    parser.add_argument("--rho", type=float, default=7.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -558,15 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", metavar="NAME", help="a checkpoint shipped with scorelab instead of RUN: "
                    "shapes-noisy (UNet trained on noisy 64x64 shapes; use --sampler mad)")
     p.add_argument("--sampler", default="heun", choices=["heun", "euler", "mad", "annealed-langevin"])
-    p.add_argument("--steps", type=int, default=18)
+    _karras_options(p)
     p.add_argument("--n", "--num-samples", dest="n", type=int, default=1000,
                    help="number of samples (seeds seed .. seed+n-1); --num-samples under torchrun, whose own "
                    "options swallow --n")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--sigma-min", type=float, default=0.002)
-    p.add_argument("--sigma-max", type=float, default=80.0)
-    p.add_argument("--rho", type=float, default=7.0)
     p.add_argument("--churn", type=float, default=0.0, help="EDM S_churn (Heun only)")
     ald = p.add_argument_group("annealed Langevin (--sampler annealed-langevin; Song & Ermon 2019, Algorithm 1)")
     ald.add_argument("--levels", help="noise levels KIND:SIGMA_MAX:SIGMA_MIN:L (default: the run's --levels)")
@@ -609,10 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     ald.add_argument("--steps-per-level", type=int, default=100, help="Langevin steps per level (default 100)")
     ald.add_argument("--no-denoise-last", action="store_true", help="skip the final x <- D(x, sigma_L)")
     ode = p.add_argument_group("Heun (--sampler heun)")
-    ode.add_argument("--steps", type=int, default=18)
-    ode.add_argument("--sigma-min", type=float, default=0.002)
-    ode.add_argument("--sigma-max", type=float, default=80.0)
-    ode.add_argument("--rho", type=float, default=7.0)
+    _karras_options(ode)
     p.add_argument("--weights", default="ema", choices=["ema", "model"])
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="output directory (default RUN/inpaint/SAMPLER-MASK-seedSEED)")
@@ -640,10 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(weights-inception-2015-12-05-6726825d.pth; default $SCORELAB_INCEPTION_WEIGHTS); never "
                    "downloaded")
     p.add_argument("--sampler", default="heun", choices=["heun", "euler"])
-    p.add_argument("--steps", type=int, default=18)
-    p.add_argument("--sigma-min", type=float, default=0.002)
-    p.add_argument("--sigma-max", type=float, default=80.0)
-    p.add_argument("--rho", type=float, default=7.0)
+    _karras_options(p)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--weights", default="ema", choices=["ema", "model"])
     p.add_argument("--device", default="auto")
