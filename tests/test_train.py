@@ -113,3 +113,22 @@ def test_invalid_settings_are_rejected():
         small_config(batch_size=0).validate()
     with pytest.raises(ValueError, match="unknown loss"):
         small_config(loss="nope").validate()
+
+
+def test_tensorboard_logs_the_metrics_and_sample_grids(tmp_path):
+    """train --tensorboard: the same scalars as metrics.jsonl at the same steps, and a grid of EMA samples at
+    every checkpoint (image data)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from scorelab.cli import main
+
+    run = tmp_path / "d"
+    assert main(["--no-progress", "train", "--data", "digits", "--model", "unet", "--model-option",
+                 "model_channels=8", "--steps", "4", "--batch-size", "8", "--log-every", "2", "--checkpoint-every",
+                 "2", "--device", "cpu", "--tensorboard", "--out", str(run)]) == 0
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    loss = events.Scalars("loss")
+    assert [e.step for e in loss] == [m["step"] for m in logged] == [2, 4]
+    assert [e.value for e in loss] == pytest.approx([m["loss"] for m in logged], rel=1e-6)
+    assert [e.step for e in events.Images("samples")] == [2, 4]

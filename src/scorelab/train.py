@@ -73,10 +73,11 @@ class TrainConfig:
     track_sigmas: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
     track_every: int = 0                            # 0: no tracking (analysis.dynamics)
     latent: str | None = None  # e.g. 'pca:20', 'pca:0.95', 'pca:elbow': train on PCA codes (scorelab.latent)
+    tensorboard: bool = False  # also log to RUN/tensorboard: scalars, and EMA sample grids at checkpoints (tblog)
 
     # Settings that may change when a run is resumed; all others must match.
     RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "track", "track_sigmas",
-                 "track_every")
+                 "track_every", "tensorboard")
 
     def validate(self) -> None:
         positive = ("steps", "batch_size", "checkpoint_every", "log_every", "n_data", "keep_checkpoints")
@@ -383,6 +384,15 @@ def _save(run: Path, state: TrainState, config: TrainConfig, data_shape: tuple[i
     return path
 
 
+def _tensorboard(config: TrainConfig, run: Path, data_shape: tuple[int, ...]) -> Any:
+    """The run's TensorBoard log (rank 0 only), or None without ``config.tensorboard``."""
+    if not config.tensorboard or not dist.is_main():
+        return None
+    from .tblog import TensorBoardLog
+
+    return TensorBoardLog(run, data_shape)
+
+
 def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_fn: Loss,
           progress: bool, callbacks: list[Callback], stop: threading.Event | None,
           ddp: torch.nn.Module | None = None) -> TrainResult:
@@ -395,6 +405,7 @@ def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_
     bar = tqdm(total=config.steps, initial=state.step, disable=not progress, desc=f"train {run.name}")
     t_log = time.perf_counter()
     log = (run / METRICS).open("a") if dist.is_main() else nullcontext()
+    board = _tensorboard(config, run, data_shape)
     with stop_requests() as signalled, log as metrics:
         while state.step < config.steps:
             if dist.any_rank(signalled.is_set() or (stop is not None and stop.is_set()), data.device):
@@ -414,14 +425,22 @@ def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_
                 if metrics is not None:
                     metrics.write(json.dumps(line) + "\n")
                     metrics.flush()
+                if board is not None:
+                    board.scalars(line)
                 bar.set_postfix(loss=f"{line['loss']:.4f}", ex_s=f"{speed:.0f}")
                 losses, t_log = [], time.perf_counter()
             bar.update(1)
             if state.step % config.checkpoint_every == 0:
                 last_ckpt, saved_step = _save(run, state, config, data_shape), state.step
+                if board is not None:
+                    board.samples(state.ema, state.step)
         bar.close()
         if saved_step != state.step:
             last_ckpt = _save(run, state, config, data_shape)
+            if board is not None:
+                board.samples(state.ema, state.step)
+    if board is not None:
+        board.close()
     if interrupted and dist.is_main():
         tqdm.write(f"interrupted at step {state.step}: checkpoint {last_ckpt}; resume with --resume")
     return TrainResult(run, state.step, last_ckpt, interrupted, last_loss)
