@@ -116,3 +116,34 @@ def test_sampling_sharded_over_two_ranks_equals_one_process(tmp_path, single):
     one, two = np.load(tmp_path / "one" / "samples.npz"), np.load(tmp_path / "two" / "samples.npz")
     assert two["seeds"].tolist() == one["seeds"].tolist() == list(range(3, 10))
     np.testing.assert_allclose(two["samples"], one["samples"], rtol=1e-6, atol=1e-6)  # 7 seeds: blocks of 3 and 4
+
+
+def _pooled(images):
+    """A stand-in feature extractor: 2x2 mean-pooled uint8 pixels."""
+    return torch.nn.functional.avg_pool2d(images.double(), 2).flatten(1)
+
+
+def _features(seeds):
+    from scorelab.analytic import Gaussian
+    from scorelab.data.images import digits
+    from scorelab.metrics import fid
+
+    model = Gaussian.fit(digits("train")[0])
+    return fid.sharded_features(model, (1, 8, 8), seeds, _pooled, steps=4, batch_size=2)
+
+
+def _features_worker(rank, port, out):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.save(_features(list(range(3, 10))), out / f"rank{rank}.pt")
+
+
+def test_evaluation_features_sharded_over_two_ranks_equal_one_process(tmp_path):
+    """scorelab eval's unit under torchrun: each rank computes a block of seeds (3 and 4 of 7) and both get
+    every row back in seed order, equal to one process's rows."""
+    one = _features(list(range(3, 10)))
+    mp.spawn(_features_worker, args=(free_port(), tmp_path), nprocs=2, join=True)
+    for rank in (0, 1):
+        torch.testing.assert_close(torch.load(tmp_path / f"rank{rank}.pt"), one, rtol=1e-6, atol=1e-6)
+    assert one.shape == (7, 16)

@@ -371,25 +371,27 @@ def _parse_seeds(text: str | None, n: int) -> list[int]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import atomic_write_text
     from .data import load_dataset
+    from .distributed import device_for, is_main
     from .metrics import fid
     from .runs import load_codec, load_denoiser
     from .train import resolve_device
 
     seeds = _parse_seeds(args.seeds, args.n)
     weights = fid.resolve_inception_weights(args.inception_weights)  # before any slow work
-    device = resolve_device(args.device)
+    device = device_for(resolve_device(args.device))  # under torchrun: the local rank's GPU
     denoiser, meta = load_denoiser(args.run, weights=args.weights, device=device)
     codec = load_codec(args.run, meta)  # a latent run: features of the decoded images
-    reference = load_dataset(args.ref)
-    n_ref = len(reference) if args.ref_n is None else min(args.ref_n, len(reference))
     extractor = fid.inception_extractor(weights, device)
-    key = fid.reference_key(args.ref, n_ref, fid.INCEPTION_NAME + ":2048", weights)
-    stats = fid.cached_reference(key, lambda: fid.image_features(reference, extractor, args.batch_size, n_ref))
     settings = {"sampler": args.sampler, "steps": args.steps, "sigma_min": args.sigma_min,
                 "sigma_max": args.sigma_max, "rho": args.rho, "device": device, "progress": not args.no_progress}
-    # One process here; under torchrun each rank would take a slice of `seeds` and gather the features in order.
-    features = fid.sample_features(denoiser, meta["data_shape"], seeds, extractor, codec=codec,
-                                   batch_size=args.batch_size, **settings)
+    features = fid.sharded_features(denoiser, meta["data_shape"], seeds, extractor, codec=codec,
+                                    batch_size=args.batch_size, **settings)  # under torchrun: seed blocks per rank
+    if not is_main():  # rank 0 measures and writes
+        return 0
+    reference = load_dataset(args.ref)
+    n_ref = len(reference) if args.ref_n is None else min(args.ref_n, len(reference))
+    key = fid.reference_key(args.ref, n_ref, fid.INCEPTION_NAME + ":2048", weights)
+    stats = fid.cached_reference(key, lambda: fid.image_features(reference, extractor, args.batch_size, n_ref))
     value = fid.metric_from_features(features, stats, args.metric)
     seed_text = f"{seeds[0]}-{seeds[-1]}"
     result = {"metric": args.metric, "value": value, "n": len(seeds), "seeds": seed_text, "reference": args.ref,

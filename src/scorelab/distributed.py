@@ -5,8 +5,9 @@ environment nothing here creates a process group, and every helper answers as a 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -119,3 +120,13 @@ def gather(obj: object) -> list[object]:
     out: list[object] = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def over_blocks(fn: Callable[[list[Any]], Any], items: Sequence[Any]) -> list[Any]:
+    """``fn`` applied by each rank to its contiguous block of ``items`` (sizes differ by at most one),
+    the results gathered on every rank in rank order, empty blocks skipped; ``[fn(items)]`` in a
+    single process. For work where each item's result depends on that item alone (a sample on its seed)."""
+    n, size, r = len(items), world_size(), rank()
+    bounds = [n * k // size for k in range(size + 1)]
+    block = list(items[bounds[r]:bounds[r + 1]])
+    return [part for part in gather(fn(block) if block else None) if part is not None]

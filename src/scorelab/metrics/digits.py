@@ -169,7 +169,7 @@ def _load_cached(path: Path) -> DigitsClassifier | None:
     model = DigitsClassifier()
     try:
         model.load_state_dict(load_file(path))
-    except Exception:  # any unreadable or mismatched file is retrained and replaced
+    except Exception:  # noqa: BLE001 (any unreadable or mismatched file is retrained and replaced)
         return None
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         return None

@@ -181,6 +181,20 @@ def sample_features(denoiser: Any, shape: Sequence[int], seeds: Sequence[int], e
     return torch.cat(chunks)
 
 
+def sharded_features(denoiser: Any, shape: Sequence[int], seeds: Sequence[int], extractor: Extractor, *,
+                     device: torch.device | str = "cpu", **options: Any) -> Tensor:
+    """:func:`sample_features` under torchrun: each rank computes the rows of a contiguous block of
+    ``seeds`` and every rank gets all rows back in seed order, equal to one process's."""
+    from .. import distributed
+
+    with distributed.process_group(torch.device(device)):
+        parts = distributed.over_blocks(
+            lambda block: sample_features(denoiser, shape, block, extractor, device=device, **options), seeds)
+    if not parts:
+        raise ValueError("need at least one seed")
+    return torch.cat(parts)
+
+
 def metric_from_features(features: Tensor, reference: ReferenceStats, metric: str = "fid", *,
                          kid_subsets: int = 100, kid_subset_size: int = 1000, kid_seed: int = 0) -> float:
     """FID (Fréchet distance of the fitted Gaussians) or KID of sample features against a reference."""

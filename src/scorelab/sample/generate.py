@@ -65,13 +65,8 @@ def generate_sharded(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[i
     gets all samples back in seed order. A sample depends on its seed alone, so the result equals one
     process's. Without torchrun this is ``generate``."""
     with distributed.process_group(torch.device(device)):
-        n, size, rank = len(seeds), distributed.world_size(), distributed.rank()
-        if size == 1:
-            return generate(denoiser, shape, seeds, device=device, **settings)
-        bounds = [n * r // size for r in range(size + 1)]
-        block = list(seeds[bounds[rank]:bounds[rank + 1]])
-        mine = generate(denoiser, shape, block, device=device, **settings) if block else None
-        parts = [part for part in distributed.gather(mine) if part is not None]
+        parts = distributed.over_blocks(lambda block: generate(denoiser, shape, block, device=device, **settings),
+                                        seeds)
     if not parts:
         raise ValueError("need at least one seed")
     return torch.cat([samples for samples, _ in parts]), parts[0][1]
