@@ -132,3 +132,25 @@ def test_tensorboard_logs_the_metrics_and_sample_grids(tmp_path):
     assert [e.step for e in loss] == [m["step"] for m in logged] == [2, 4]
     assert [e.value for e in loss] == pytest.approx([m["loss"] for m in logged], rel=1e-6)
     assert [e.step for e in events.Images("samples")] == [2, 4]
+
+
+def test_bf16_autocast_trains_close_to_float32(tmp_path):
+    """--precision bf16: the forward pass in bfloat16 (8-bit mantissa), so the loss curve follows float32's
+    within a few per cent and the checkpoint holds float32 weights."""
+    train(small_config(steps=20), tmp_path / "f", progress=False)
+    train(small_config(steps=20, precision="bf16"), tmp_path / "b", progress=False)
+    f, b = losses(tmp_path / "f"), losses(tmp_path / "b")
+    assert b != f and b == pytest.approx(f, rel=0.05)
+    tensors, _ = final_tensors(tmp_path / "b")
+    assert all(t.dtype == torch.float32 for k, t in tensors.items() if k.startswith(("model.", "ema.")))
+    with pytest.raises(ValueError, match="precision"):
+        small_config(precision="fp16").validate()
+
+
+def test_compiled_forward_gives_the_plain_trajectory(tmp_path):
+    """--compile: torch.compile of the forward pass changes neither the losses (to float32 rounding of fused
+    kernels) nor the checkpoint's keys (no _orig_mod prefix)."""
+    train(small_config(steps=5), tmp_path / "p", progress=False)
+    train(small_config(steps=5, compile=True), tmp_path / "c", progress=False)
+    assert losses(tmp_path / "c") == pytest.approx(losses(tmp_path / "p"), rel=1e-4)
+    assert set(final_tensors(tmp_path / "c")[0]) == set(final_tensors(tmp_path / "p")[0])

@@ -558,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", metavar="MODELS", help="analytical models to compare the network with every "
                    "--track-every steps, e.g. gaussian,gmm10,delta (metrics fuv/MODEL/SIGMA in metrics.jsonl)")
     p.add_argument("--track-sigmas", metavar="S1,S2,..", help="noise levels for --track (default 0.1,1,10)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="fp32 (default: fastest for the UNets measured, "
+                   "benchmarks/RESULTS.md) or bf16 autocast of the forward pass")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training forward pass")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log to RUN/tensorboard: the metrics, and EMA sample grids at checkpoints (images)")
     p.add_argument("--latent", metavar="SPEC", help="train on PCA codes of the data (scorelab.latent): pca:K "

@@ -39,6 +39,7 @@ from .runs import CONFIG, LATENT, METRICS, checkpoint_path, checkpoints, latest_
 from .schedules import parse_levels
 
 LOSSES = ("edm", "ncsn", "ncsn-continuous", "ssm", "ssm-vr", "esm")
+PRECISIONS = ("fp32", "bf16")
 
 
 class TrainingError(RuntimeError):
@@ -74,10 +75,12 @@ class TrainConfig:
     track_every: int = 0                            # 0: no tracking (analysis.dynamics)
     latent: str | None = None  # e.g. 'pca:20', 'pca:0.95', 'pca:elbow': train on PCA codes (scorelab.latent)
     tensorboard: bool = False  # also log to RUN/tensorboard: scalars, and EMA sample grids at checkpoints (tblog)
+    precision: str = "fp32"      # "bf16": the forward pass under bfloat16 autocast (benchmarks/RESULTS.md)
+    compile: bool = False        # torch.compile the training forward pass
 
     # Settings that may change when a run is resumed; all others must match.
     RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "track", "track_sigmas",
-                 "track_every", "tensorboard")
+                 "track_every", "tensorboard", "precision", "compile")
 
     def validate(self) -> None:
         positive = ("steps", "batch_size", "checkpoint_every", "log_every", "n_data", "keep_checkpoints")
@@ -94,6 +97,8 @@ class TrainConfig:
             parse_levels(self.levels)
         if self.latent is not None:
             parse_latent(self.latent)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -319,11 +324,13 @@ def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, p
         atomic_write_text(run / CONFIG, json.dumps(asdict(config), indent=2))
     dist.barrier()
     loss_fn = build_loss(config)
-    ddp = None
+    net: torch.nn.Module = state.model
     if dist.active():
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            state.model, device_ids=[device.index] if device.type == "cuda" else None)
-    return _loop(config, run, data, state, loss_fn, progress and dist.is_main(), callbacks, stop, ddp)
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+    if config.compile:  # the parameters stay state.model's: checkpoints and EMA see the plain module
+        net = torch.compile(net)
+    return _loop(config, run, data, state, loss_fn, progress and dist.is_main(), callbacks, stop, net)
 
 
 def build_loss(config: TrainConfig) -> Loss:
@@ -347,20 +354,24 @@ def _on_shard(model: torch.nn.Module, part: slice) -> Callable[[Tensor, Tensor],
 
 
 def _step(state: TrainState, data: Tensor, loss_fn: Loss, config: TrainConfig,
-          ddp: torch.nn.Module | None = None) -> float:
+          net: torch.nn.Module | None = None) -> float:
     """One optimizer step; returns the loss (the global batch's mean). Non-finite gradients skip the update.
 
-    With ``ddp`` (DistributedDataParallel around ``state.model``), every rank draws the global batch and
-    its noise from the shared generator, as one process would, and back-propagates its shard's mean loss;
-    DDP's gradient average over the equal shards is then the gradient of the global mean."""
+    ``net`` runs the forward pass: ``state.model`` by default, else it wrapped (torch.compile, DDP). Under
+    torchrun (``net`` a DistributedDataParallel), every rank draws the global batch and its noise from the
+    shared generator, as one process would, and back-propagates its shard's mean loss; DDP's gradient
+    average over the equal shards is then the gradient of the global mean. ``config.precision == "bf16"``
+    runs the forward pass under bfloat16 autocast; the loss is reduced in float32."""
+    net = state.model if net is None else net
     idx = torch.randint(len(data), (config.batch_size,), generator=state.generator, device=data.device)
-    if ddp is None:
-        loss = loss_fn(state.model, data[idx], state.generator).mean()
-        reported = loss
-    else:
-        part = dist.shard(config.batch_size)
-        loss = loss_fn(_on_shard(ddp, part), data[idx], state.generator)[part].mean()
-        reported = dist.mean(loss)
+    with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        if not dist.active():
+            loss = loss_fn(net, data[idx], state.generator).float().mean()
+            reported = loss
+        else:
+            part = dist.shard(config.batch_size)
+            loss = loss_fn(_on_shard(net, part), data[idx], state.generator)[part].float().mean()
+            reported = dist.mean(loss)
     if not torch.isfinite(reported):
         raise TrainingError(f"non-finite loss ({reported.item()}) at step {state.step + 1}")
     state.optimizer.zero_grad(set_to_none=True)
@@ -395,7 +406,7 @@ def _tensorboard(config: TrainConfig, run: Path, data_shape: tuple[int, ...]) ->
 
 def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_fn: Loss,
           progress: bool, callbacks: list[Callback], stop: threading.Event | None,
-          ddp: torch.nn.Module | None = None) -> TrainResult:
+          net: torch.nn.Module | None = None) -> TrainResult:
     data_shape = tuple(data.shape[1:])
     losses: list[float] = []
     last_loss = float("nan")
@@ -411,7 +422,7 @@ def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_
             if dist.any_rank(signalled.is_set() or (stop is not None and stop.is_set()), data.device):
                 interrupted = True
                 break
-            last_loss = _step(state, data, loss_fn, config, ddp)
+            last_loss = _step(state, data, loss_fn, config, net)
             losses.append(last_loss)
             extra: dict[str, Any] = {}
             for cb in callbacks:
