@@ -89,11 +89,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.sampler == "mad":
         options = {"a": args.a, "b": args.b, "p": args.p, "delta": args.delta, "derivative": args.derivative}
     if args.sampler == "annealed-langevin":
-        from .schedules import parse_levels
-
-        spec = args.levels or meta["config"].get("levels") or "geometric:1:0.01:10"
-        options = {"levels": parse_levels(spec), "eps": args.eps, "steps_per_level": args.steps_per_level,
-                   "denoise_last": args.denoise_last}
+        options = _langevin_settings(args, meta) | {"denoise_last": args.denoise_last}
     if args.teleport is not None:
         settings.update(_teleport_settings(args, source, denoiser, meta, device))
     name = f"{args.sampler}-{args.steps}-seed{args.seed}" + (f"-skip{settings['skip']}" if settings.get("skip") else "")
@@ -271,7 +267,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     from .runs import load_denoiser
     from .sample.common import generators_for_seeds
     from .sample.inpaint import inpaint
-    from .schedules import karras, parse_levels
+    from .schedules import karras
     from .train import resolve_device
 
     device = resolve_device(args.device)
@@ -290,9 +286,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if args.sampler == "heun":
         options: dict[str, Any] = {"sigmas": karras(args.steps, args.sigma_min, args.sigma_max, args.rho)}
     else:
-        levels = args.levels or meta["config"].get("levels") or "geometric:1:0.01:10"
-        options = {"levels": parse_levels(levels), "eps": args.eps, "steps_per_level": args.steps_per_level,
-                   "denoise_last": not args.no_denoise_last}
+        options = _langevin_settings(args, meta) | {"denoise_last": not args.no_denoise_last}
     with torch.no_grad():
         out = inpaint(denoiser, images.to(device), mask.to(device), sampler=args.sampler,
                       generator=generators_for_seeds(seeds, device), **options).cpu()
@@ -527,6 +521,21 @@ def _karras_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -
     parser.add_argument("--rho", type=float, default=7.0)
 
 
+def _langevin_options(group: argparse._ArgumentGroup) -> None:
+    """``--levels``, ``--eps``, ``--steps-per-level``: annealed Langevin dynamics (NCSN's defaults)."""
+    group.add_argument("--levels", help="noise levels KIND:SIGMA_MAX:SIGMA_MIN:L (default: the run's --levels)")
+    group.add_argument("--eps", type=float, default=2e-5, help="step size at the last level (default 2e-5)")
+    group.add_argument("--steps-per-level", type=int, default=100, help="Langevin steps per level (default 100)")
+
+
+def _langevin_settings(args: argparse.Namespace, meta: dict) -> dict[str, Any]:
+    """Annealed Langevin's ``levels`` (given, else the run's, else NCSN's), ``eps`` and ``steps_per_level``."""
+    from .schedules import parse_levels
+
+    spec = args.levels or meta["config"].get("levels") or "geometric:1:0.01:10"
+    return {"levels": parse_levels(spec), "eps": args.eps, "steps_per_level": args.steps_per_level}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -581,9 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--churn", type=float, default=0.0, help="EDM S_churn (Heun only)")
     ald = p.add_argument_group("annealed Langevin (--sampler annealed-langevin; Song & Ermon 2019, Algorithm 1)")
-    ald.add_argument("--levels", help="noise levels KIND:SIGMA_MAX:SIGMA_MIN:L (default: the run's --levels)")
-    ald.add_argument("--eps", type=float, default=2e-5, help="step size at the last level (default 2e-5)")
-    ald.add_argument("--steps-per-level", type=int, default=100, help="Langevin steps per level (default 100)")
+    _langevin_options(ald)
     ald.add_argument("--denoise-last", action="store_true", help="end with x <- D(x, sigma_L)")
     p.add_argument("--teleport", metavar="K|auto", help="replace the first K steps by the closed-form flow of the "
                    "training data's Gaussian (Gaussian-score paper, Algorithm 1); 'auto' picks K from the model")
@@ -616,9 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="annealed-langevin", choices=["annealed-langevin", "heun"])
     p.add_argument("--seed", type=int, default=0, help="image i draws its noise from seed + i")
     ald = p.add_argument_group("annealed Langevin")
-    ald.add_argument("--levels", help="noise levels KIND:SIGMA_MAX:SIGMA_MIN:L (default: the run's --levels)")
-    ald.add_argument("--eps", type=float, default=2e-5, help="step size at the last level (default 2e-5)")
-    ald.add_argument("--steps-per-level", type=int, default=100, help="Langevin steps per level (default 100)")
+    _langevin_options(ald)
     ald.add_argument("--no-denoise-last", action="store_true", help="skip the final x <- D(x, sigma_L)")
     ode = p.add_argument_group("Heun (--sampler heun)")
     _karras_options(ode)
