@@ -30,7 +30,7 @@ def test_inpainting_fills_in_the_conditional_and_keeps_the_known_part(method, to
     of that distance from the exact conditional mean (measured 0.03). Replacement in the deterministic Heun ODE is
     known to harmonise poorly: it covers only about a third of the way (measured error 2.36 of
     3.30), so it is held only to beat the unconditional mean. The known half is returned unchanged."""
-    model, image, mask, mu_u, cond_mean, cond_cov = _setup()
+    model, image, mask, mu_u, cond_mean, _cond_cov = _setup()
     batch = image.expand(4000, 1, 2, 2).clone()
     g = torch.Generator().manual_seed(1)
     if method == "langevin":

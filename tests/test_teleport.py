@@ -29,7 +29,7 @@ def test_teleport_lands_closer_to_the_closed_form_end_point_than_plain_heun():
     model, x = _gaussian(), _noise()
     sigmas = karras(12, dtype=torch.float64)
     truth = gaussian_flow_endpoint(model, x, sigmas[0])
-    error = lambda y: float((y - truth).norm(dim=1).max())  # noqa: E731
+    error = lambda y: float((y - truth).norm(dim=1).max())
     plain = error(heun(model, x, sigmas))
     assert plain > 1e-5
     errors = [error(teleport(model, x, sigmas, gaussian=model, skip=k)) for k in range(1, 12)]

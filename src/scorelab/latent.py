@@ -213,9 +213,6 @@ class PCA(nn.Module):
 def fit_or_load(spec: str, data: Tensor, saved: str | Path | None = None) -> PCA:
     """The codec of a latent run: read from ``saved`` when that file exists (a resumed run keeps the
     exact codec its model was trained on), otherwise fitted on ``data`` by ``spec``."""
-    if not isinstance(data, Tensor):
-        raise TypeError(f"a latent space ({spec}) needs the training data in memory as one tensor, not "
-                         f"{type(data).__name__} (load it without 'mmap:')")
     if saved is not None and Path(saved).is_file():
         return load_pca(saved)
     return PCA.from_spec(spec, data)

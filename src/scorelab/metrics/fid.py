@@ -78,11 +78,6 @@ def reference_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
     return f.mean(0), torch.cov(f.T).reshape(f.shape[1], f.shape[1])
 
 
-def cache_dir() -> Path:
-    """``$SCORELAB_CACHE`` if set, else ``~/.cache/scorelab``."""
-    return Path(os.environ.get("SCORELAB_CACHE") or Path.home() / ".cache" / "scorelab").expanduser()
-
-
 def reference_key(spec: str, n: int, extractor: str, weights: str | Path | None = None) -> dict[str, Any]:
     """What reference statistics depend on: the data spec, the number of images, the extractor's name
     and its weights file's size and modification time (so replaced weights are not mistaken for the old)."""
@@ -125,13 +120,14 @@ def _read_cached(path: Path, key_json: str) -> ReferenceStats | None:
 
 def cached_reference(key: dict[str, Any], compute_fn: Callable[[], Tensor],
                      cache: str | Path | None = None) -> ReferenceStats:
-    """The reference statistics for ``key``, read from ``cache`` (default :func:`cache_dir`) when a valid
+    """The reference statistics for ``key``, read from ``cache`` (default ``$SCORELAB_CACHE`` or ``~/.cache/scorelab``, as the digits classifier's) when a valid
     file for it exists, else computed from ``compute_fn() -> features (N, D)`` and written atomically to
     ``reference-HASH.safetensors`` (HASH of ``key``). A file that fails to load, holds another key or whose
     tensors do not match their stored SHA-256 is recomputed, not trusted."""
     from safetensors.torch import save_file
 
     from ..checkpoint import atomic_write
+    from .digits import cache_dir
 
     key_json = json.dumps(key, sort_keys=True)
     path = Path(cache or cache_dir()) / f"reference-{hashlib.sha256(key_json.encode()).hexdigest()[:20]}.safetensors"

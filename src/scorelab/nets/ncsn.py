@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..denoiser import append_dims, as_sigma
 from .embedding import FourierEmbedding
 from .precond import EDMPrecond
+from .unet import image_sides
 
 
 class ScorePrecond(EDMPrecond):
@@ -100,9 +101,7 @@ class NCSN(nn.Module):
                  channel_mult: Sequence[int] | None = None, num_res_blocks: int = 1,
                  levels: Sequence[float] | None = None) -> None:
         super().__init__()
-        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if min(h, w) < 4 or max(h, w) > 64:
-            raise ValueError(f"NCSN supports image sides from 4 to 64 pixels, got {h}x{w}")
+        h, w = image_sides(image_size, 64, "NCSN")
         if in_channels < 1 or channels < 1 or num_res_blocks < 1:
             raise ValueError("in_channels, channels and num_res_blocks must be >= 1")
         n_levels = max(1, int(math.log2(min(h, w) / 4)) + 1)

@@ -96,6 +96,14 @@ class EmbSequential(nn.ModuleList):
         return h
 
 
+def image_sides(image_size: int | Sequence[int], max_side: int, name: str) -> tuple[int, int]:
+    """``(H, W)`` from one side or two, refused outside ``4 .. max_side`` pixels."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if min(h, w) < 4 or max(h, w) > max_side:
+        raise ValueError(f"{name} supports image sides from 4 to {max_side} pixels, got {h}x{w}")
+    return h, w
+
+
 def default_channel_mult(size: int) -> tuple[int, ...]:
     """One level per halving while the side stays >= 4, at most 4 levels:
     8 -> (8, 4); 28 -> (28, 14, 7); 32 -> (32, 16, 8, 4); 64 -> (64, 32, 16, 8)."""
@@ -113,9 +121,7 @@ class UNet(nn.Module):
                  channel_mult: Sequence[int] | None = None, num_res_blocks: int = 2,
                  attn_levels: Sequence[int] | None = None, dropout: float = 0.0) -> None:
         super().__init__()
-        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if min(h, w) < 4 or max(h, w) > 256:
-            raise ValueError(f"UNet supports image sides from 4 to 256 pixels, got {h}x{w}")
+        h, w = image_sides(image_size, 256, "UNet")
         if in_channels < 1 or model_channels < 1 or num_res_blocks < 1:
             raise ValueError("in_channels, model_channels and num_res_blocks must be >= 1")
         mult = tuple(channel_mult) if channel_mult is not None else default_channel_mult(min(h, w))
