@@ -10,8 +10,9 @@ from scorelab.train import TrainConfig, TrainingError, ema_beta, lr_at, train
 
 
 def small_config(**kw):
-    base = {"data": "gmm3", "model": "mlp", "steps": 30, "batch_size": 64, "n_data": 2000, "warmup": 5, "ema_halflife": 10,
-                "log_every": 1, "checkpoint_every": 1000, "model_options": {"width": 32, "depth": 2}, "device": "cpu"}
+    base = {"data": "gmm3", "model": "mlp", "steps": 30, "batch_size": 64, "n_data": 2000, "warmup": 5,
+            "ema_halflife": 10, "log_every": 1, "checkpoint_every": 1000, "model_options": {"width": 32, "depth": 2},
+            "device": "cpu"}
     return TrainConfig(**{**base, **kw})
 
 
