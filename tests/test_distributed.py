@@ -39,10 +39,15 @@ def final_tensors(run):
     return load_checkpoint(checkpoints(run)[-1][1])[0]
 
 
-def _worker(rank, port, config, out, record):
+def _join(rank, port):
+    """torchrun's environment for rank ``rank`` of 2, in a process started by mp.spawn."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+
+
+def _worker(rank, port, config, out, record):
+    _join(rank, port)
 
     def keep_final_state(state):  # each rank's own parameters, EMA and generator, for the test to compare
         if state.step == config.steps:
@@ -70,20 +75,73 @@ def single(tmp_path_factory):
     return run
 
 
-def test_two_ranks_stay_identical_and_follow_the_single_process_trajectory(tmp_path, single):
-    out = tmp_path / "two"
-    mp.spawn(_worker, args=(free_port(), tiny_config(), out, tmp_path), nprocs=2, join=True)
-    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+def assert_two_ranks_follow(one, two, record, loss_abs=0.0):
+    """The 2-rank run ``two`` (each rank's final state saved in ``record`` by ``_worker``) kept both ranks
+    identical and follows the single-process run ``one``: its losses (to RTOL, or ``loss_abs``), draws and
+    weights."""
+    r0, r1 = torch.load(record / "rank0.pt"), torch.load(record / "rank1.pt")
     assert r0.keys() == r1.keys()
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k  # DDP keeps parameters, EMA and generator identical on all ranks
-    assert losses(out) == pytest.approx(losses(single), rel=RTOL)  # the logged loss is the global mean
-    ta, tb = final_tensors(single), final_tensors(out)
+    assert losses(two) == pytest.approx(losses(one), rel=RTOL, abs=loss_abs)  # the loss is the global mean
+    ta, tb = final_tensors(one), final_tensors(two)
     assert torch.equal(ta["rng.train"], tb["rng.train"])  # the same draws as one process
     assert set(tb) == set(ta)  # unwrapped model.* keys, not module.*
     for k in ta:
         if k.startswith(("model.", "ema.")):
             torch.testing.assert_close(tb[k], ta[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_two_ranks_stay_identical_and_follow_the_single_process_trajectory(tmp_path, single):
+    out = tmp_path / "two"
+    mp.spawn(_worker, args=(free_port(), tiny_config(), out, tmp_path), nprocs=2, join=True)
+    assert_two_ranks_follow(single, out, tmp_path)
+
+
+@pytest.mark.parametrize("loss", ["ssm", "ssm-vr", "esm"])
+def test_score_matching_under_two_ranks_follows_the_single_process_trajectory(tmp_path, loss):
+    """ssm, ssm-vr and esm differentiate the score with respect to x. Under DDP the rows of the other ranks come back
+    from ``_on_shard`` as detached inputs, so their score is 0 with a constant Jacobian: their losses are
+    wrong but dropped, and as the network sees each row alone, the shard's rows get the loss and parameter
+    gradient of one process. The loss is a small difference of O(1) terms (Jacobian trace and squared score):
+    its float32 rounding is absolute, about 1e-7, not relative."""
+    config = tiny_config(loss=loss)
+    train(config, tmp_path / "one", progress=False)
+    mp.spawn(_worker, args=(free_port(), config, tmp_path / "two", tmp_path), nprocs=2, join=True)
+    assert_two_ranks_follow(tmp_path / "one", tmp_path / "two", tmp_path, loss_abs=1e-6)
+
+
+def _tracking_worker(rank, port, config, out, record):
+    """``_worker`` for a run with tracking, counting on each rank the fits and measurements of the
+    built-in tracking callback (``analysis.dynamics``)."""
+    from scorelab.analysis import dynamics
+
+    _join(rank, port)
+    counts = {"fitted": 0, "measured": 0}
+
+    def counted(fn, key):
+        def wrapper(*args, **kwargs):
+            counts[key] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    dynamics.tracked_candidates = counted(dynamics.tracked_candidates, "fitted")
+    dynamics.unexplained_variance = counted(dynamics.unexplained_variance, "measured")
+    train(config, out, progress=False)
+    (record / f"counts{rank}.json").write_text(json.dumps(counts))
+
+
+def test_tracking_runs_on_rank_0_only_and_is_logged(tmp_path):
+    """--track-every under torchrun: rank 0 fits the tracked models once and measures at steps 1, 4, 8 and 12,
+    which metrics.jsonl holds; rank 1 neither fits nor measures."""
+    config = tiny_config(track=["gaussian"], track_every=4, log_every=1000)
+    mp.spawn(_tracking_worker, args=(free_port(), config, tmp_path / "run", tmp_path), nprocs=2, join=True)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged] == [1, 4, 8, 12]
+    tracked = {f"fuv/{query}/gaussian/{sigma}" for query in ("data", "noise") for sigma in ("0.1", "1", "10")}
+    assert all(tracked <= set(m) for m in logged), logged
+    counts = [json.loads((tmp_path / f"counts{r}.json").read_text()) for r in (0, 1)]
+    assert counts == [{"fitted": 1, "measured": 4}, {"fitted": 0, "measured": 0}]
 
 
 def test_resume_with_another_process_count_continues_the_trajectory(tmp_path, single):
@@ -133,9 +191,7 @@ def _features(seeds):
 
 
 def _features_worker(rank, port, out):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    _join(rank, port)
     torch.save(_features(list(range(3, 10))), out / f"rank{rank}.pt")
 
 

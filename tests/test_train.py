@@ -135,6 +135,31 @@ def test_tensorboard_logs_the_metrics_and_sample_grids(tmp_path):
     assert [e.step for e in events.Images("samples")] == [2, 4]
 
 
+def test_tensorboard_logs_a_scatter_plot_of_samples_for_2d_data(tmp_path):
+    """train --tensorboard on a 2-D toy: at every checkpoint an image "samples", a scatter plot of 1000 EMA
+    samples rendered by matplotlib (RGB, the figure's size in pixels), different as the model changes."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "t"
+    train(small_config(steps=6, checkpoint_every=3, log_every=3, tensorboard=True), run, progress=False)
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    images = events.Images("samples")
+    assert [e.step for e in images] == [3, 6]
+    assert all(e.width >= 300 and e.height >= 300 for e in images)  # a rendered 5x5-inch figure
+    assert images[0].encoded_image_string != images[1].encoded_image_string
+    assert [e.step for e in events.Scalars("loss")] == [3, 6]
+
+
+def test_the_samples_scatter_plot_says_which_coordinates_it_shows():
+    from scorelab.tblog import scatter_figure
+
+    x = torch.randn(50, 5)
+    (ax,) = scatter_figure(x, 7).axes
+    assert ax.get_title() == "step 7: 50 samples, coordinates 0 and 1 of 5"
+    assert ax.collections[0].get_offsets().tolist() == x[:, :2].double().tolist()
+    assert scatter_figure(x[:, :2], 7).axes[0].get_title() == "step 7: 50 samples"
+
+
 def test_bf16_autocast_trains_close_to_float32(tmp_path):
     """--precision bf16: the forward pass in bfloat16 (8-bit mantissa), so the loss curve follows float32's
     within a few per cent and the checkpoint holds float32 weights."""

@@ -571,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "benchmarks/RESULTS.md) or bf16 autocast of the forward pass")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training forward pass")
     p.add_argument("--tensorboard", action="store_true", default=None,
-                   help="also log to RUN/tensorboard: the metrics, and EMA sample grids at checkpoints (images)")
+                   help="also log to RUN/tensorboard: the metrics, and EMA samples at checkpoints (an image grid, or a scatter plot of vectors)")
     p.add_argument("--latent", metavar="SPEC", help="train on PCA codes of the data (scorelab.latent): pca:K "
                    "components, pca:0.95 (explained-variance fraction) or pca:elbow, optionally :whiten; use a "
                    "vector model (mlp, ncsn-mlp); sample decodes to images")

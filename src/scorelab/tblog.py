@@ -1,14 +1,20 @@
 """Optional TensorBoard logging of a training run (issue 7): the ``metrics.jsonl`` scalars, and at every
-checkpoint a grid of EMA samples from fixed seeds, written to ``RUN/tensorboard``."""
+checkpoint EMA samples from fixed seeds (a grid of images, or a scatter plot of vectors), written to
+``RUN/tensorboard``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GRID_SEEDS = range(64)  # the same seeds at every checkpoint, so the grids show the model changing
+SCATTER_SEEDS = range(1000)  # vectors: enough points to show the density's shape
 GRID_STEPS = 18
 
 
@@ -32,18 +38,45 @@ class TensorBoardLog:
 
     @torch.no_grad()
     def samples(self, ema: torch.nn.Module, step: int) -> None:
-        """Heun samples (18 steps, EDM's grid) of the EMA model from seeds 0-63, for image data."""
-        if len(self.data_shape) != 3:
+        """Heun samples (18 steps, EDM's grid) of the EMA model from fixed seeds, tagged ``samples``: for
+        image data a grid of seeds 0-63, for vector data a scatter plot of seeds 0-999; else nothing."""
+        if len(self.data_shape) not in (1, 3):
             return
         from .sample.generate import generate
 
+        seeds = list(GRID_SEEDS if len(self.data_shape) == 3 else SCATTER_SEEDS)
         device = next(ema.parameters()).device
-        x, _ = generate(ema.eval(), self.data_shape, list(GRID_SEEDS), steps=GRID_STEPS, device=device)
-        images = ((x.clamp(-1, 1) + 1) / 2)
-        if images.shape[1] not in (1, 3):
-            images = images[:, :1]
-        self.writer.add_images("samples", images, step)
+        x, _ = generate(ema.eval(), self.data_shape, seeds, steps=GRID_STEPS, device=device)
+        if len(self.data_shape) == 3:
+            self.writer.add_images("samples", unit_images(x), step)
+        else:
+            self.writer.add_figure("samples", scatter_figure(x.cpu(), step), step)
         self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
+
+
+def unit_images(x: Tensor) -> Tensor:
+    """Images in [-1, 1] as TensorBoard's [0, 1], gray or RGB (other channel counts show channel 0)."""
+    images = (x.clamp(-1, 1) + 1) / 2
+    return images if images.shape[1] in (1, 3) else images[:, :1]
+
+
+def scatter_figure(x: Tensor, step: int) -> Figure:
+    """Vector samples (N, D) as a scatter plot: the plane itself for D = 2, else its first two coordinates
+    (a histogram for D = 1). A ``Figure`` of its own, not pyplot's: no display, no global figure list."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 5), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    points = x.double().numpy()
+    n, d = points.shape
+    if d == 1:
+        ax.hist(points[:, 0], bins=50, color="tab:red")
+        ax.set(xlabel="x", title=f"step {step}: {n} samples")
+        return fig
+    ax.scatter(points[:, 0], points[:, 1], s=3, c="tab:red", alpha=0.5, linewidths=0)
+    which = "" if d == 2 else f", coordinates 0 and 1 of {d}"
+    ax.set(aspect="equal", xlabel="x[0]", ylabel="x[1]", title=f"step {step}: {n} samples{which}")
+    return fig

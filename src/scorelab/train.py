@@ -74,7 +74,7 @@ class TrainConfig:
     track_sigmas: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
     track_every: int = 0                            # 0: no tracking (analysis.dynamics)
     latent: str | None = None  # e.g. 'pca:20', 'pca:0.95', 'pca:elbow': train on PCA codes (scorelab.latent)
-    tensorboard: bool = False  # also log to RUN/tensorboard: scalars, and EMA sample grids at checkpoints (tblog)
+    tensorboard: bool = False  # also log to RUN/tensorboard: scalars, and EMA samples at checkpoints (tblog)
     precision: str = "fp32"      # "bf16": the forward pass under bfloat16 autocast (benchmarks/RESULTS.md)
     compile: bool = False        # torch.compile the training forward pass
 
@@ -279,7 +279,10 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
     steps on Ctrl-C/SIGTERM or when ``stop`` is set, leaving a resumable checkpoint.
 
     Under torchrun every rank trains on its shard of each global batch with DistributedDataParallel
-    (``scorelab.distributed``); the trajectory is that of one process with the same ``batch_size``."""
+    (``scorelab.distributed``); the trajectory is that of one process with the same ``batch_size``.
+    ``callbacks`` run on every rank after every step (one that changes the state must do so alike on all
+    ranks) and only rank 0 writes the metrics they return; the built-in tracking (``track_every``) runs on
+    rank 0 alone."""
     config.validate()
     device = dist.device_for(resolve_device(config.device))
     with dist.process_group(device):
@@ -302,12 +305,7 @@ def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, p
         check_resumable(run, config)
     elif (run / CONFIG).exists():
         raise TrainingError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
-    callbacks = list(callbacks or [])
-    if config.track_every > 0:
-        from .analysis.dynamics import gaussianity_callback
-
-        callbacks.append(gaussianity_callback(data, config.track, config.track_sigmas, config.track_every,
-                                              seed=config.seed))
+    callbacks = list(callbacks or []) + _tracking(config, data)
     data = data.to(device)
     state = build_state(config, data, device)
     ckpt = latest_checkpoint(run) if resume else None
@@ -333,6 +331,16 @@ def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, p
     return _loop(config, run, data, state, loss_fn, progress and dist.is_main(), callbacks, stop, net)
 
 
+def _tracking(config: TrainConfig, data: Tensor) -> list[Callback]:
+    """The built-in tracking callback (``track_every``, ``analysis.dynamics``) on rank 0 only: only rank 0
+    writes metrics, and the ranks' weights are identical, so the others would fit and measure for nothing."""
+    if config.track_every == 0 or not dist.is_main():
+        return []
+    from .analysis.dynamics import gaussianity_callback
+
+    return [gaussianity_callback(data, config.track, config.track_sigmas, config.track_every, seed=config.seed)]
+
+
 def build_loss(config: TrainConfig) -> Loss:
     """The objective named by ``config.loss``: EDM's, NCSN's over ``config.levels`` (discrete or
     log-uniform), or sliced / variance-reduced sliced / exact score matching (score read at sigma 1)."""
@@ -346,7 +354,9 @@ def build_loss(config: TrainConfig) -> Loss:
 def _on_shard(model: torch.nn.Module, part: slice) -> Callable[[Tensor, Tensor], Tensor]:
     """A denoiser that runs ``model`` on the rows ``part`` of the batch only; the other rows come back as
     their (detached) input, so a loss drawing its noise for the whole batch computes this rank's rows
-    exactly as one process would, and costs the network nothing for the others."""
+    exactly as one process would, and costs the network nothing for the others. The score-matching losses,
+    which differentiate with respect to x, see a zero score with a constant Jacobian on the other rows; those
+    rows' losses are dropped, and as the network treats each row alone, the shard's rows are exact too."""
     def denoiser(x: Tensor, sigma: Tensor) -> Tensor:
         sigma_part = sigma[part] if isinstance(sigma, Tensor) and sigma.ndim > 0 else sigma
         return torch.cat([x[:part.start].detach(), model(x[part], sigma_part), x[part.stop:].detach()])

@@ -9,18 +9,14 @@ seen in training, so its accuracy on them is an honest check of the measure.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from scorelab.data.images import digits, digits_split_indices
+from scorelab.metrics.classifier import cache_dir, cached, init_weights, single_thread
 from scorelab.metrics.distances import frechet_distance_features
 
 VERSION = 1
@@ -58,16 +54,6 @@ class DigitsClassifier(nn.Module):
 # ---------------------------------------------------------------- training
 
 
-def init_weights(model: nn.Module, generator: torch.Generator) -> None:
-    """PyTorch's default uniform(±1/sqrt(fan_in)) initialisation, drawn from ``generator``."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                bound = module.weight[0].numel() ** -0.5
-                module.weight.uniform_(-bound, bound, generator=generator)
-                module.bias.uniform_(-bound, bound, generator=generator)
-
-
 def random_shift(x: Tensor, generator: torch.Generator) -> Tensor:
     """Shift each image by a random -1, 0 or +1 pixel along each axis, filling with background -1."""
     n, _, h, w = x.shape
@@ -99,22 +85,6 @@ def loss_fn(model: DigitsClassifier, x: Tensor, labels: Tensor, generator: torch
     digit_logits, outlier_logits = logits.split(len(x))
     uniform_ce = -outlier_logits.log_softmax(1).mean(1).mean()
     return F.cross_entropy(digit_logits, labels) + OUTLIER_WEIGHT * uniform_ce
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one CPU thread, then restore the previous setting.
-
-    The network is too small to gain from intra-op threads, a fixed thread count fixes the
-    reduction order (so the weights do not depend on the machine's core count), and one thread
-    cannot be starved by spinning worker threads on a busy machine.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def train_classifier(seed: int = SEED, epochs: int = EPOCHS) -> DigitsClassifier:
@@ -149,11 +119,6 @@ def _train(seed: int, epochs: int) -> DigitsClassifier:
 # ---------------------------------------------------------------- cache
 
 
-def cache_dir() -> Path:
-    """``$SCORELAB_CACHE`` if set, else ``~/.cache/scorelab``."""
-    return Path(os.environ.get("SCORELAB_CACHE") or Path.home() / ".cache" / "scorelab").expanduser()
-
-
 def cache_path() -> Path:
     """Weights file, keyed by the version, training settings and train split, so any change retrains."""
     recipe = f"{VERSION}-{SEED}-{EPOCHS}-{BATCH_SIZE}-{LR}-{WEIGHT_DECAY}-{OUTLIER_WEIGHT}".encode()
@@ -162,41 +127,9 @@ def cache_path() -> Path:
     return cache_dir() / f"digits-classifier-v{VERSION}-{key}.safetensors"
 
 
-def _load_cached(path: Path) -> DigitsClassifier | None:
-    """The cached classifier, or ``None`` when the file is missing or cannot be loaded."""
-    if not path.is_file():
-        return None
-    model = DigitsClassifier()
-    try:
-        model.load_state_dict(load_file(path))
-    except Exception:  # noqa: BLE001 (any unreadable or mismatched file is retrained and replaced)
-        return None
-    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-        return None
-    return model.eval().requires_grad_(False)
-
-
-def _save_atomic(model: nn.Module, path: Path) -> None:
-    """Write the weights to a temporary file in the cache dir, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def get_classifier(device: str | torch.device = "cpu") -> DigitsClassifier:
     """The digits classifier in eval mode: loaded from the cache, or trained and cached first."""
-    path = cache_path()
-    model = _load_cached(path)
-    if model is None:
-        model = train_classifier()
-        _save_atomic(model, path)
-    return model.to(device)
+    return cached(DigitsClassifier, lambda: train_classifier(), cache_path()).to(device)
 
 
 # ---------------------------------------------------------------- quality measure

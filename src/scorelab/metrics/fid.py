@@ -127,7 +127,7 @@ def cached_reference(key: dict[str, Any], compute_fn: Callable[[], Tensor],
     from safetensors.torch import save_file
 
     from ..checkpoint import atomic_write
-    from .digits import cache_dir
+    from .classifier import cache_dir
 
     key_json = json.dumps(key, sort_keys=True)
     path = Path(cache or cache_dir()) / f"reference-{hashlib.sha256(key_json.encode()).hexdigest()[:20]}.safetensors"

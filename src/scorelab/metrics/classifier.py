@@ -1,0 +1,84 @@
+"""What the dataset classifiers behind the quality measures share (:mod:`.digits`, :mod:`.shapes`):
+deterministic initialisation, single-threaded training, and an atomic safetensors cache."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def init_weights(model: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default uniform(±1/sqrt(fan_in)) initialisation, drawn from ``generator``."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                bound = module.weight[0].numel() ** -0.5
+                module.weight.uniform_(-bound, bound, generator=generator)
+                module.bias.uniform_(-bound, bound, generator=generator)
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one CPU thread, then restore the previous setting.
+
+    The networks are too small to gain from intra-op threads, a fixed thread count fixes the
+    reduction order (so the weights do not depend on the machine's core count), and one thread
+    cannot be starved by spinning worker threads on a busy machine.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def cache_dir() -> Path:
+    """``$SCORELAB_CACHE`` if set, else ``~/.cache/scorelab``."""
+    return Path(os.environ.get("SCORELAB_CACHE") or Path.home() / ".cache" / "scorelab").expanduser()
+
+
+def load_cached(model: M, path: Path) -> M | None:
+    """``model`` with the weights in ``path`` in eval mode, or ``None`` when the file is missing,
+    unreadable, mismatched or not finite (the caller then retrains and replaces it)."""
+    if not path.is_file():
+        return None
+    try:
+        model.load_state_dict(load_file(path))
+    except Exception:  # noqa: BLE001 (any unreadable or mismatched file is retrained and replaced)
+        return None
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return None
+    return model.eval().requires_grad_(False)
+
+
+def save_atomic(model: nn.Module, path: Path) -> None:
+    """Write the weights to a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def cached(make: Callable[[], M], train: Callable[[], M], path: Path) -> M:
+    """The classifier cached at ``path`` (built by ``make``), or ``train()``'s, saved there first."""
+    model = load_cached(make(), path)
+    if model is None:
+        model = train()
+        save_atomic(model, path)
+    return model
