@@ -1,0 +1,112 @@
+"""The shape classifier of the noisy-shapes benchmark: accuracy on held-out clean, noisy and eroded
+shapes (labels known), rejection of non-shapes, the census, the cache and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scorelab.data import shapes
+from scorelab.metrics import shapes as shapes_metric
+from scorelab.metrics.shapes import ShapesClassifier, classify_shapes, get_classifier, shape_census
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    """One temporary cache for the module, so the classifier is trained once (~2 min, one thread)."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("scorelab-cache")
+        mp.setenv("SCORELAB_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def classifier(cache) -> ShapesClassifier:
+    return get_classifier(64)
+
+
+@pytest.fixture(scope="module")
+def held_out() -> shapes.NoisyShapes:
+    """Noisy shapes from a seed the classifier's training stream never uses, with their labels."""
+    return shapes.noisy_shapes(800, size=64, seed=12345)
+
+
+def _accuracy(model: ShapesClassifier, x: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((classify_shapes(x, model).argmax(1) == labels).double().mean())
+
+
+def test_training_batch_is_labelled_and_in_range():
+    x, labels = shapes_metric.training_batch(16, 32, torch.Generator().manual_seed(0))
+    assert x.shape == (16, 1, 32, 32) and labels.shape == (16,)
+    assert float(x.min()) >= -1 and float(x.max()) <= 1
+    assert set(labels.tolist()) <= set(range(len(shapes.SHAPES)))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        shapes_metric.training_batch(10, 32, torch.Generator())
+
+
+def test_blobs_are_compact_filled_ellipses():
+    b = shapes_metric.blobs(64, 32, torch.Generator().manual_seed(1))
+    inside = (b > 0).double().mean((1, 2, 3))
+    assert float(b.min()) >= -1 and float(b.max()) <= 1
+    # area pi * s1 * s2 / 4 of the frame, with semi-axes s in [0.1, 0.45]
+    assert float(inside.min()) > 3.14 * 0.01 / 4 * 0.5 and float(inside.max()) < 3.14 * 0.45**2 / 4 * 1.2
+
+
+def test_names_clean_noisy_and_eroded_shapes(classifier, held_out):
+    """Held-out accuracy (labels known). The paper's corruption fools the matched filter of
+    ``manifold_scores`` on ~13 % of the noisy images; the classifier must do much better."""
+    labels = held_out.shape_index
+    assert _accuracy(classifier, held_out.clean, labels) >= 0.99
+    assert _accuracy(classifier, held_out.noisy, labels) >= 0.98
+    eroded = shapes.corrupt(held_out.clean, labels, held_out.angles, torch.Generator().manual_seed(7), noise_std=0.0)
+    assert _accuracy(classifier, eroded, labels) >= 0.98
+    matched = float((shapes.manifold_scores(held_out.noisy)["shape"] == labels).double().mean())
+    assert _accuracy(classifier, held_out.noisy, labels) > matched + 0.05
+
+
+def test_census_of_noisy_data_matches_its_labels(classifier, held_out):
+    census = shape_census(held_out.noisy, classifier)
+    truth = torch.bincount(held_out.shape_index, minlength=4).double() / len(held_out.shape_index)
+    for k, name in enumerate(shapes.SHAPES):
+        assert census["shape_fraction"][name] == pytest.approx(float(truth[k]), abs=0.02)
+    assert census["confident_fraction"] >= 0.95
+    assert sum(census["confident_shape_fraction"].values()) == pytest.approx(1.0)
+
+
+def test_is_unconfident_on_non_shapes(classifier):
+    g = torch.Generator().manual_seed(3)
+    blob = shapes_metric.blobs(200, 64, g)
+    noise = (torch.randn(200, 1, 64, 64, generator=g) * 0.5 - 0.5).clamp(-1, 1)
+    assert shape_census(blob, classifier)["confident_fraction"] <= 0.05
+    assert shape_census(noise, classifier)["confident_fraction"] <= 0.05
+
+
+def test_cached_classifier_is_reused_without_retraining(classifier, monkeypatch):
+    assert shapes_metric.cache_path(64).is_file()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("retrained although the cache was valid")
+
+    monkeypatch.setattr(shapes_metric, "train_classifier", fail)
+    reloaded = get_classifier(64)
+    for key, value in classifier.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value)
+
+
+@pytest.mark.parametrize(
+    ("images", "match"),
+    [
+        (torch.zeros(2, 64, 64), "shape"),
+        (torch.zeros(2, 1, 64, 64, dtype=torch.uint8), "floating"),
+        (torch.full((2, 1, 64, 64), float("nan")), "NaN"),
+        (torch.zeros(0, 1, 64, 64), "N >= 1"),
+    ],
+)
+def test_bad_images_are_refused(images, match):
+    with pytest.raises(ValueError, match=match):
+        classify_shapes(images, ShapesClassifier())
+
+
+def test_bad_size_is_refused():
+    with pytest.raises(ValueError, match="size"):
+        get_classifier(4)
