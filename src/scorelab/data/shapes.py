@@ -533,7 +533,8 @@ def summarize(scores: dict[str, Tensor]) -> dict[str, float | int | dict[str, fl
     """Median and mean best correlation, median RMSE and the fraction of images assigned to each
     shape (by best correlation), from :func:`manifold_scores`. Clean data gives ~1/4 each; the default
     noisy images do not (about L 0.36, T 0.25, arrow 0.25, crescent 0.14 at 32 and 64 px), as fragments
-    correlate best with the thin L, so compare fractions against that baseline, not only 1/4."""
+    correlate best with the thin L, so compare fractions against that baseline, not only 1/4;
+    :func:`scorelab.metrics.shapes.shape_census` names the shapes of degraded images reliably."""
     corr = scores["correlation"].double()
     n = len(corr)
     if n == 0:
