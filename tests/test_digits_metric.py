@@ -14,12 +14,9 @@ from scorelab.metrics.digits import DigitsClassifier, digits_quality, get_classi
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """One temporary cache for the module, so the classifier is trained once."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("scorelab-cache")
-        mp.setenv("SCORELAB_CACHE", str(path))
-        yield path
+def cache(module_cache):
+    """Every test of this module uses one temporary cache (``conftest.module_cache``)."""
+    return module_cache
 
 
 @pytest.fixture(scope="module")
