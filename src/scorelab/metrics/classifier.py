@@ -1,5 +1,6 @@
 """What the dataset classifiers behind the quality measures share (:mod:`.digits`, :mod:`.shapes`):
-deterministic initialisation, single-threaded training, and an atomic safetensors cache."""
+deterministic initialisation, the outlier-exposure loss, single-threaded training, an atomic
+safetensors cache, and the check of the images they are given."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -25,6 +27,16 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
                 bound = module.weight[0].numel() ** -0.5
                 module.weight.uniform_(-bound, bound, generator=generator)
                 module.bias.uniform_(-bound, bound, generator=generator)
+
+
+def outlier_exposure_loss(logits: Tensor, labels: Tensor, outlier_weight: float) -> Tensor:
+    """Cross-entropy of the first ``len(labels)`` rows of ``logits`` plus ``outlier_weight`` times the
+    cross-entropy of the remaining rows (outliers) against the uniform distribution (Hendrycks et al.
+    2019, "Deep anomaly detection with outlier exposure"): it keeps a classifier unconfident off its
+    classes, so a confident fraction measures class-likeness rather than a plain CNN's overconfidence."""
+    inliers, outliers = logits[: len(labels)], logits[len(labels):]
+    uniform_ce = -outliers.log_softmax(1).mean(1).mean()
+    return F.cross_entropy(inliers, labels) + outlier_weight * uniform_ce
 
 
 @contextmanager
@@ -82,3 +94,17 @@ def cached(make: Callable[[], M], train: Callable[[], M], path: Path) -> M:
         model = train()
         save_atomic(model, path)
     return model
+
+
+def check_images(x: Tensor, name: str, side: int | None = None) -> Tensor:
+    """Require finite floating images ``(N, 1, S, S)`` with N >= 1 (and ``S == side`` when given)."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating torch.Tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    square = x.ndim == 4 and x.shape[1] == 1 and x.shape[2] == x.shape[3]
+    if not square or len(x) == 0 or (side is not None and x.shape[2] != side):
+        layout = "(N, 1, S, S)" if side is None else f"(N, 1, {side}, {side})"
+        raise ValueError(f"{name}: expected shape {layout} with N >= 1, got {tuple(x.shape)}")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{name}: {bad} non-finite values (NaN or inf)")
+    return x

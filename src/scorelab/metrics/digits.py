@@ -16,7 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scorelab.data.images import digits, digits_split_indices
-from scorelab.metrics.classifier import cache_dir, cached, init_weights, single_thread
+from scorelab.metrics.classifier import (
+    cache_dir,
+    cached,
+    check_images,
+    init_weights,
+    outlier_exposure_loss,
+    single_thread,
+)
 from scorelab.metrics.distances import frechet_distance_features
 
 VERSION = 1
@@ -75,16 +82,10 @@ def outliers(images: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def loss_fn(model: DigitsClassifier, x: Tensor, labels: Tensor, generator: torch.Generator) -> Tensor:
-    """Cross-entropy on shifted digits plus outlier exposure (Hendrycks et al. 2019).
-
-    The second term, cross-entropy of non-digits against the uniform distribution, keeps the
-    classifier unconfident on noise, so ``confident_fraction`` measures digit-likeness rather
-    than the overconfidence a plain CNN shows off its training distribution.
-    """
+    """Cross-entropy on shifted digits plus outlier exposure on non-digits (:func:`outlier_exposure_loss`),
+    so ``confident_fraction`` measures digit-likeness."""
     logits = model(torch.cat([random_shift(x, generator), outliers(x, generator)]))
-    digit_logits, outlier_logits = logits.split(len(x))
-    uniform_ce = -outlier_logits.log_softmax(1).mean(1).mean()
-    return F.cross_entropy(digit_logits, labels) + OUTLIER_WEIGHT * uniform_ce
+    return outlier_exposure_loss(logits, labels, OUTLIER_WEIGHT)
 
 
 def train_classifier(seed: int = SEED, epochs: int = EPOCHS) -> DigitsClassifier:
@@ -129,22 +130,10 @@ def cache_path() -> Path:
 
 def get_classifier(device: str | torch.device = "cpu") -> DigitsClassifier:
     """The digits classifier in eval mode: loaded from the cache, or trained and cached first."""
-    return cached(DigitsClassifier, lambda: train_classifier(), cache_path()).to(device)
+    return cached(DigitsClassifier, train_classifier, cache_path()).to(device)
 
 
 # ---------------------------------------------------------------- quality measure
-
-
-def _check_digits(x: Tensor, name: str) -> Tensor:
-    """Require finite ``(N, 1, 8, 8)`` floating images; values may overshoot [-1, 1] slightly."""
-    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8) or len(x) == 0:
-        raise ValueError(f"{name}: expected shape (N, 1, 8, 8) with N >= 1, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise ValueError(f"{name}: {bad} non-finite values (NaN or inf)")
-    return x
 
 
 @torch.no_grad()
@@ -177,7 +166,7 @@ def _class_stats(probs: Tensor) -> dict[str, float | list[float]]:
 
 def classify_digits(images: Tensor) -> Tensor:
     """Class probabilities ``(N, 10)`` of the digits classifier (trained and cached on first use)."""
-    _check_digits(images, "images")
+    check_images(images, "images", 8)
     return _apply(get_classifier(), images, "forward").softmax(1)
 
 
@@ -193,9 +182,9 @@ def digits_quality(
     ``nearest_train_distance`` = {"median", "mean"} of each sample's L2 distance to its nearest
     training image, which drops to 0 for a model that copies its training set.
     """
-    _check_digits(samples, "samples")
+    check_images(samples, "samples", 8)
     if reference is not None:
-        _check_digits(reference, "reference")
+        check_images(reference, "reference", 8)
     model = get_classifier()
     result = _class_stats(classify_digits(samples))
     if reference is not None:

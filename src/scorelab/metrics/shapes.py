@@ -18,13 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scorelab.data.shapes import SHAPES, clean, corrupt
-from scorelab.metrics.classifier import cache_dir, cached, init_weights, single_thread
+from scorelab.metrics.classifier import (
+    cache_dir,
+    cached,
+    check_images,
+    init_weights,
+    outlier_exposure_loss,
+    single_thread,
+)
 
 VERSION = 1
 SEED = 0
@@ -136,14 +144,11 @@ def training_batch(n: int, size: int, generator: torch.Generator) -> tuple[Tenso
 
 
 def loss_fn(model: ShapesClassifier, size: int, generator: torch.Generator) -> Tensor:
-    """Cross-entropy on a :func:`training_batch` plus ``OUTLIER_WEIGHT`` times the cross-entropy of
-    :func:`outliers` against the uniform distribution, which keeps the classifier unconfident on
-    images that show no shape."""
+    """Cross-entropy on a :func:`training_batch` plus outlier exposure on :func:`outliers`
+    (:func:`outlier_exposure_loss`), which keeps the classifier unconfident on images of no shape."""
     x, labels = training_batch(BATCH_SIZE, size, generator)
     logits = model(torch.cat([x, outliers(BATCH_SIZE // 4, size, generator)]))
-    shape_logits, outlier_logits = logits[:BATCH_SIZE], logits[BATCH_SIZE:]
-    uniform_ce = -outlier_logits.log_softmax(1).mean(1).mean()
-    return F.cross_entropy(shape_logits, labels) + OUTLIER_WEIGHT * uniform_ce
+    return outlier_exposure_loss(logits, labels, OUTLIER_WEIGHT)
 
 
 def train_classifier(size: int = 64, seed: int = SEED, steps: int = STEPS) -> ShapesClassifier:
@@ -167,7 +172,7 @@ def train_classifier(size: int = 64, seed: int = SEED, steps: int = STEPS) -> Sh
 # ---------------------------------------------------------------- cache and measure
 
 
-def cache_path(size: int):
+def cache_path(size: int) -> Path:
     """Weights file for ``size``-pixel images, keyed by the version and training settings."""
     recipe = f"{VERSION}-{size}-{SEED}-{STEPS}-{BATCH_SIZE}-{LR}-{WEIGHT_DECAY}-{OUTLIER_WEIGHT}-{SIDE}"
     key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
@@ -181,21 +186,11 @@ def get_classifier(size: int = 64, device: str | torch.device = "cpu") -> Shapes
     return cached(ShapesClassifier, lambda: train_classifier(size), cache_path(size)).to(device)
 
 
-def _check_images(images: Tensor) -> Tensor:
-    if not isinstance(images, Tensor) or not images.is_floating_point():
-        raise ValueError(f"images: expected a floating torch.Tensor, got {getattr(images, 'dtype', type(images))}")
-    if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != images.shape[3] or len(images) == 0:
-        raise ValueError(f"images: expected shape (N, 1, S, S) with N >= 1, got {tuple(images.shape)}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError("images: contain NaN or infinite values")
-    return images
-
-
 @torch.no_grad()
 def classify_shapes(images: Tensor, model: ShapesClassifier | None = None) -> Tensor:
     """Shape probabilities ``(N, 4)`` of images ``(N, 1, S, S)`` in [-1, 1] (values are clipped), from
     ``model`` or the cached classifier for ``S``-pixel images."""
-    _check_images(images)
+    check_images(images, "images")
     model = get_classifier(images.shape[-1]) if model is None else model
     device = next(model.parameters()).device
     with single_thread():
