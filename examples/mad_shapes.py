@@ -91,7 +91,7 @@ def heat_map(medians: np.ndarray, a_values: list[float], b_values: list[float], 
              heun: float, p: float, path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(1.0 + 0.75 * len(b_values), 1.2 + 0.5 * len(a_values)), layout="constrained")
+    fig = Figure(figsize=(max(5.5, 1.0 + 0.75 * len(b_values)), 1.6 + 0.5 * len(a_values)), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(medians, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for i in range(len(a_values)):
@@ -106,7 +106,7 @@ def heat_map(medians: np.ndarray, a_values: list[float], b_values: list[float], 
     ax.set_xlabel("b")
     ax.set_ylabel("a")
     ax.set_title(f"MAD median correlation with the clean manifold (p={p:g}); Heun: {heun:.2f}\n"
-                 f"boxed: >= {BAR_RATIO:g}x Heun and every shape within +-{100 * BAR_FRACTION:.0f} pts of 25%",
+                 f"boxed: >= {BAR_RATIO:g}x Heun and every shape (classifier) within +-{100 * BAR_FRACTION:.0f} pts of 25%",
                  fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.savefig(path, dpi=120)
