@@ -8,7 +8,7 @@ import torch
 
 from scorelab.data import shapes
 from scorelab.metrics import shapes as shapes_metric
-from scorelab.metrics.shapes import ShapesClassifier, classify_shapes, get_classifier, shape_census
+from scorelab.metrics.shapes import ShapesClassifier, classify_shapes, get_classifier, shape_census, shape_kept
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -68,6 +68,26 @@ def test_census_of_noisy_data_matches_its_labels(classifier, held_out):
         assert census["shape_fraction"][name] == pytest.approx(float(truth[k]), abs=0.02)
     assert census["confident_fraction"] >= 0.95
     assert sum(census["confident_shape_fraction"].values()) == pytest.approx(1.0)
+
+
+def test_shape_kept_counts_paired_changes_of_shape(classifier, held_out):
+    """Half the images keep their shape (the clean original), the other half become the next shape
+    at the same angle: the kept fractions follow the known pairing within the classifier's error."""
+    n = 400
+    reference, labels, angles = held_out.noisy[:n], held_out.shape_index[:n], held_out.angles[:n]
+    changed = torch.arange(n) % 2 == 1
+    images = held_out.clean[:n].clone()
+    for i in torch.nonzero(changed).flatten().tolist():
+        other = shapes.SHAPES[(int(labels[i]) + 1) % len(shapes.SHAPES)]
+        images[i] = shapes.render(other, float(angles[i]), 64)
+    kept = shape_kept(reference, images, classifier)
+    for k, name in enumerate(shapes.SHAPES):
+        truth = float((~changed[labels == k]).double().mean())
+        assert kept[name] == pytest.approx(truth, abs=0.03)
+    only_l = shape_kept(reference[labels == 0][:5], reference[labels == 0][:5], classifier)
+    assert only_l["L"] == 1.0 and only_l["T"] is None
+    with pytest.raises(ValueError, match="pair up"):
+        shape_kept(reference, images[:-1], classifier)
 
 
 def test_is_unconfident_on_non_shapes(classifier):

@@ -217,3 +217,20 @@ def shape_census(images: Tensor, model: ShapesClassifier | None = None) -> dict[
         "confident_fraction": len(sure) / n,
         "confident_shape_fraction": {name: float(sure_counts[k] / max(len(sure), 1)) for k, name in enumerate(SHAPES)},
     }
+
+
+def shape_kept(reference: Tensor, images: Tensor, model: ShapesClassifier | None = None) -> dict[str, float | None]:
+    """For each shape, the fraction of ``reference`` images of that shape (by :func:`classify_shapes`)
+    whose paired image (the same index: the same seed under another sampler) shows it too; ``None``
+    for a shape no reference image shows. Paired, it tells a sampler that changes shapes from one
+    whose seeds merely drew fewer of them."""
+    if reference.shape != images.shape:
+        raise ValueError(f"reference and images must pair up one to one, got shapes {tuple(reference.shape)} "
+                         f"and {tuple(images.shape)}")
+    before = classify_shapes(reference, model).argmax(1)
+    after = classify_shapes(images, model).argmax(1)
+    kept: dict[str, float | None] = {}
+    for k, name in enumerate(SHAPES):
+        mine = before == k
+        kept[name] = float((after[mine] == k).double().mean()) if mine.any() else None
+    return kept
