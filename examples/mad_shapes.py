@@ -69,7 +69,7 @@ def measure(images: torch.Tensor, heun: torch.Tensor | None = None) -> dict:
     return summary
 
 
-def _row(name: str, s: dict, baseline: float | None = None) -> str:
+def row(name: str, s: dict, baseline: float | None = None) -> str:
     fr = " ".join(f"{v:5.2f}" for v in s["shape_fraction"].values())
     mf = " ".join(f"{v:5.2f}" for v in s["matched_filter_fraction"].values())
     ratio = f"{s['median_correlation'] / baseline:5.2f}x" if baseline else "      "
@@ -79,13 +79,13 @@ def _row(name: str, s: dict, baseline: float | None = None) -> str:
             f"{s['confident_fraction']:5.2f}   {mf}   {kept}")
 
 
-def _header() -> str:
+def header() -> str:
     names = " ".join(f"{k:>5}" for k in shapes.SHAPES)
     return (f"{'sample set':<28} {'median r':>7} {'vs Heun':>6} {'RMSE':>7}   {names}   {'sure':>5}   {names}   {names}\n"
             f"{'':<55}(classifier)                     (matched filter)          (kept from Heun, same seeds)")
 
 
-def _load(spec: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+def load_model(spec: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
     if spec.startswith("pretrained:"):
         from scorelab.pretrained import pretrained_path
 
@@ -157,7 +157,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    denoiser, meta = _load(args.model, device)
+    denoiser, meta = load_model(args.model, device)
     size = meta["data_shape"][-1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,14 +207,14 @@ def main() -> None:
 
     print(f"{size}x{size}, {args.steps} steps, p={args.p:g}, delta={args.delta:g} ({args.derivative}), "
           f"{args.n} seeds per set, device {device}")
-    print(_header())
+    print(header())
     for name in ("clean data", "noisy data", "heun"):
-        print(_row(name, results[name], heun_median if name == "heun" else None))
+        print(row(name, results[name], heun_median if name == "heun" else None))
     for label in labels[1:]:
-        print(_row("mad " + label, results["mad " + label], heun_median))
+        print(row("mad " + label, results["mad " + label], heun_median))
     print(f"-- held out (seeds {args.n}..{2 * args.n - 1}), best point a={best['a']:g} b={best['b']:g}:")
-    print(_row("heun", results["held-out heun"]))
-    print(_row("mad", results["held-out best mad"], results["held-out heun"]["median_correlation"]))
+    print(row("heun", results["held-out heun"]))
+    print(row("mad", results["held-out best mad"], results["held-out heun"]["median_correlation"]))
     print(f"ratio {ratio:.2f}, shape fractions within +-{100 * BAR_FRACTION:.0f} pts: "
           f"{results['held-out best mad']['max_fraction_error'] <= BAR_FRACTION}; bar met: "
           f"{results['bar met (held out)']}")

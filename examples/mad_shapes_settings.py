@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mad_shapes import _header, _load, _row, measure
+from mad_shapes import header, load_model, measure, row
 
 from scorelab.sample.generate import generate
 from scorelab.train import resolve_device
@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    denoiser, meta = _load(args.model, device)
+    denoiser, meta = load_model(args.model, device)
     seeds = list(range(args.n))
     common = {"batch_size": args.batch_size, "device": device}
     results: dict = {"settings": vars(args) | {"device": str(device), "base": BASE}}
@@ -59,14 +59,14 @@ def main() -> None:
     results["heun"] = measure(heun) | {"steps": BASE["steps"], "nfe": nfe, "seconds": time.perf_counter() - t0}
     baseline = results["heun"]["median_correlation"]
     print(f"seeds 0..{args.n - 1}, base point {BASE}, device {device}")
-    print(_header())
-    print(_row(f"heun, {BASE['steps']} steps", results["heun"], baseline), flush=True)
+    print(header())
+    print(row(f"heun, {BASE['steps']} steps", results["heun"], baseline), flush=True)
     for name, change in VARIANTS.items():
         options = BASE | change
         t0 = time.perf_counter()
         x, nfe = generate(denoiser, meta["data_shape"], seeds, sampler="mad", **options, **common)
         results[name] = measure(x, heun) | options | {"nfe": nfe, "seconds": time.perf_counter() - t0}
-        print(_row(name, results[name], baseline), flush=True)
+        print(row(name, results[name], baseline), flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ safetensors cache, and the check of the images they are given."""
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from scorelab.checkpoint import atomic_write
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -74,25 +75,14 @@ def load_cached(model: M, path: Path) -> M | None:
     return model.eval().requires_grad_(False)
 
 
-def save_atomic(model: nn.Module, path: Path) -> None:
-    """Write the weights to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def cached(make: Callable[[], M], train: Callable[[], M], path: Path) -> M:
-    """The classifier cached at ``path`` (built by ``make``), or ``train()``'s, saved there first."""
+    """The classifier cached at ``path`` (built by ``make``), or ``train()``'s, saved there first
+    (atomically: :func:`scorelab.checkpoint.atomic_write`)."""
     model = load_cached(make(), path)
     if model is None:
         model = train()
-        save_atomic(model, path)
+        weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+        atomic_write(path, lambda tmp: save_file(weights, tmp))
     return model
 
 
