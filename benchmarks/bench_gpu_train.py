@@ -63,6 +63,7 @@ def main() -> None:
     variants = {"float32 (TF32)": {}, "bf16 autocast": {"bf16": True},
                 "bf16 + channels_last": {"bf16": True, "channels_last": True}}
     if not args.no_compile:
+        variants["float32 (TF32) + compile"] = {"compile_": True}
         variants["bf16 + channels_last + compile"] = {"bf16": True, "channels_last": True, "compile_": True}
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"\n## {size}x{size}\n| setting | images/s | vs float32 |\n|---|---|---|")
@@ -71,7 +72,7 @@ def main() -> None:
             options = {"bf16": False, "channels_last": False, "compile_": False} | flags
             try:
                 speed = throughput(size, args.batch, args.steps, **options)
-            except Exception as e:  # a setting that fails here is reported, not hidden
+            except Exception as e:  # noqa: BLE001 -- a setting that fails here is reported, not hidden
                 print(f"| {name} | failed: {type(e).__name__}: {str(e)[:80]} | |")
                 continue
             base = base or speed
