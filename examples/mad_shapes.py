@@ -85,14 +85,6 @@ def header() -> str:
             f"{'':<55}(classifier)                     (matched filter)          (kept from Heun, same seeds)")
 
 
-def load_model(spec: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    if spec.startswith("pretrained:"):
-        from scorelab.pretrained import pretrained_path
-
-        spec = str(pretrained_path(spec.split(":", 1)[1]))
-    return load_denoiser(spec, device=device)
-
-
 def heat_map(medians: np.ndarray, a_values: list[float], b_values: list[float], ok: np.ndarray,
              heun: float, p: float, path: Path) -> Path:
     from matplotlib.figure import Figure
@@ -157,7 +149,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    denoiser, meta = load_model(args.model, device)
+    denoiser, meta = load_denoiser(args.model, device=device)
     size = meta["data_shape"][-1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mad_shapes import header, load_model, measure, row
+from mad_shapes import header, measure, row
 
+from scorelab.runs import load_denoiser
 from scorelab.sample.generate import generate
 from scorelab.train import resolve_device
 
@@ -49,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    denoiser, meta = load_model(args.model, device)
+    denoiser, meta = load_denoiser(args.model, device=device)
     seeds = list(range(args.n))
     common = {"batch_size": args.batch_size, "device": device}
     results: dict = {"settings": vars(args) | {"device": str(device), "base": BASE}}

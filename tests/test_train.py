@@ -4,7 +4,7 @@ import threading
 import pytest
 import torch
 
-from scorelab.checkpoint import load_checkpoint
+from scorelab.checkpoint import CheckpointError, load_checkpoint
 from scorelab.runs import checkpoints, load_denoiser
 from scorelab.train import TrainConfig, TrainingError, ema_beta, lr_at, train
 
@@ -180,3 +180,34 @@ def test_compiled_forward_gives_the_plain_trajectory(tmp_path):
     train(small_config(steps=5, compile=True), tmp_path / "c", progress=False)
     assert losses(tmp_path / "c") == pytest.approx(losses(tmp_path / "p"), rel=1e-4)
     assert set(final_tensors(tmp_path / "c")[0]) == set(final_tensors(tmp_path / "p")[0])
+
+
+def test_init_starts_from_another_runs_ema_weights(tmp_path):
+    """--init (fine-tuning, EDM's --transfer): model and EMA start from the source's EMA weights, with a fresh
+    optimizer and step count; a tiny learning rate then leaves them where they started."""
+    train(small_config(), tmp_path / "a", progress=False)
+    source = load_denoiser(tmp_path / "a")[0].state_dict()
+    tuned = train(small_config(steps=1, lr=1e-9, warmup=0, init=str(tmp_path / "a")), tmp_path / "b", progress=False)
+    train(small_config(steps=1, lr=1e-9, warmup=0), tmp_path / "c", progress=False)
+    assert tuned.step == 1
+    tensors, _ = final_tensors(tmp_path / "b")
+    for k, v in source.items():
+        assert torch.allclose(tensors[f"model.{k}"], v, atol=1e-6), k
+        assert torch.allclose(tensors[f"ema.{k}"], v, atol=1e-6), k
+    fresh_tensors, _ = final_tensors(tmp_path / "c")
+    assert any(not torch.allclose(fresh_tensors[f"model.{k}"], v, atol=1e-3) for k, v in source.items())
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["init"] == str(tmp_path / "a")
+    train(small_config(steps=3, lr=1e-9, warmup=0, init=str(tmp_path / "a")), tmp_path / "b", resume=True,
+          progress=False)  # the run resumes from its own checkpoint, not from the source again
+    assert final_tensors(tmp_path / "b")[1] == 3
+
+
+def test_init_refuses_another_network_and_resolves_pretrained_names(tmp_path):
+    train(small_config(steps=2), tmp_path / "a", progress=False)
+    wider = small_config(steps=1, init=str(tmp_path / "a"), model_options={"width": 48, "depth": 2})
+    with pytest.raises(CheckpointError, match="--init .* does not fit this model"):
+        train(wider, tmp_path / "b", progress=False)
+    meta = load_denoiser("pretrained:shapes-noisy")[1]
+    assert meta["data_shape"] == [1, 64, 64]
+    with pytest.raises(CheckpointError, match="no pretrained model 'nosuch'"):
+        load_denoiser("pretrained:nosuch")

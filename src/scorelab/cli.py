@@ -572,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training forward pass")
     p.add_argument("--tensorboard", action="store_true", default=None,
                    help="also log to RUN/tensorboard: the metrics, and EMA samples at checkpoints (an image grid, or a scatter plot of vectors)")
+    p.add_argument("--init", metavar="SOURCE", help="fine-tune: start the model and its EMA from the EMA weights of "
+                   "SOURCE (a run directory, a checkpoint or exported weights file, or pretrained:NAME; the same "
+                   "network), with a fresh optimizer and step count (EDM's --transfer)")
     p.add_argument("--latent", metavar="SPEC", help="train on PCA codes of the data (scorelab.latent): pca:K "
                    "components, pca:0.95 (explained-variance fraction) or pca:elbow, optionally :whiten; use a "
                    "vector model (mlp, ncsn-mlp); sample decodes to images")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 LATENT = "latent.safetensors"
+PRETRAINED = "pretrained:"  # prefix of a shipped checkpoint's name where a path is expected
 _STEP = re.compile(r"step-(\d+)\.safetensors$")
 
 
@@ -54,13 +55,24 @@ def read_config(run: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is corrupted ({e})") from None
 
 
+def model_path(spec: str | Path) -> Path:
+    """The file or run directory named by ``spec``: a path, or ``pretrained:NAME`` for a checkpoint
+    shipped with scorelab (``scorelab.pretrained``)."""
+    if str(spec).startswith(PRETRAINED):
+        from .pretrained import pretrained_path
+
+        return pretrained_path(str(spec)[len(PRETRAINED):])
+    return Path(spec)
+
+
 def load_denoiser(path: str | Path, weights: str = "ema",
                   device: str | torch.device = "cpu") -> tuple[EDMPrecond, dict[str, Any]]:
-    """The denoiser of a run directory (its latest checkpoint) or of one checkpoint file, in eval
-    mode, with the checkpoint's metadata. ``weights`` is "ema" or "model"."""
+    """The denoiser of a run directory (its latest checkpoint), of one checkpoint or exported weights
+    file, or of ``pretrained:NAME``, in eval mode, with the checkpoint's metadata. ``weights`` is
+    "ema" or "model"."""
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
-    path = Path(path)
+    path = model_path(path)
     if path.is_dir():
         ckpt = latest_checkpoint(path)
         if ckpt is None:

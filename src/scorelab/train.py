@@ -35,7 +35,16 @@ from .data.formats import MappedImages
 from .latent import fit_or_load, parse_latent, save_pca
 from .losses import EDMLoss, Loss, NCSNLoss, ScoreMatching
 from .nets import RESIDUAL, EDMPrecond, GaussianResidual, build_denoiser
-from .runs import CONFIG, LATENT, METRICS, checkpoint_path, checkpoints, latest_checkpoint, read_config
+from .runs import (
+    CONFIG,
+    LATENT,
+    METRICS,
+    checkpoint_path,
+    checkpoints,
+    latest_checkpoint,
+    load_denoiser,
+    read_config,
+)
 from .schedules import parse_levels
 
 LOSSES = ("edm", "ncsn", "ncsn-continuous", "ssm", "ssm-vr", "esm")
@@ -77,6 +86,7 @@ class TrainConfig:
     tensorboard: bool = False  # also log to RUN/tensorboard: scalars, and EMA samples at checkpoints (tblog)
     precision: str = "fp32"      # "bf16": the forward pass under bfloat16 autocast (benchmarks/RESULTS.md)
     compile: bool = False        # torch.compile the training forward pass
+    init: str | None = None      # start from these weights (EDM's --transfer): run, weights file or pretrained:NAME
 
     # Settings that may change when a run is resumed; all others must match.
     RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "track", "track_sigmas",
@@ -174,6 +184,16 @@ def build_state(config: TrainConfig, data: Tensor, device: torch.device) -> Trai
     optimizer = torch.optim.Adam(model.parameters(), lr=lr_at(0, config.lr, config.warmup))
     generator = torch.Generator(device).manual_seed(config.seed)
     return TrainState(model, ema, optimizer, generator)
+
+
+def start_from(state: TrainState, source: str) -> None:
+    """Fine-tuning (EDM's ``--transfer``): the model and its EMA start from the EMA weights of
+    ``source`` (a run directory, a checkpoint or exported weights file, or ``pretrained:NAME``); the
+    optimizer, the step count and the random state start fresh. The source must be the same network
+    (model, options and data shape), else a clear error."""
+    weights = load_denoiser(source)[0].state_dict()
+    for module in (state.model, state.ema):
+        load_module_state(module, weights, f"--init {source}")
 
 
 def state_tensors(state: TrainState) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -312,6 +332,8 @@ def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, p
     if ckpt is not None:
         tensors, meta = load_checkpoint(ckpt, device)
         restore_state(state, tensors, meta, ckpt)
+    elif config.init is not None:
+        start_from(state, config.init)
     dist.barrier()  # every rank has read the run before rank 0 writes to it
     if dist.is_main():
         if ckpt is not None:
