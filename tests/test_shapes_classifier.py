@@ -8,6 +8,7 @@ import torch
 
 from scorelab.data import shapes
 from scorelab.metrics import shapes as shapes_metric
+from scorelab.metrics.classifier import cached
 from scorelab.metrics.shapes import ShapesClassifier, classify_shapes, get_classifier, shape_census, shape_kept
 
 
@@ -108,6 +109,20 @@ def test_cached_classifier_is_reused_without_retraining(classifier, monkeypatch)
     reloaded = get_classifier(64)
     for key, value in classifier.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value)
+
+
+def test_first_use_inside_no_grad_still_trains(tmp_path):
+    """A metric's classifier is often first asked for while sampling, under torch.no_grad(); its
+    training must still have gradients (it once failed there with 'does not require grad')."""
+    def train() -> torch.nn.Module:
+        model = torch.nn.Linear(2, 1)
+        model(torch.ones(4, 2)).square().mean().backward()
+        assert model.weight.grad is not None
+        return model
+
+    with torch.no_grad():
+        cached(lambda: torch.nn.Linear(2, 1), train, tmp_path / "linear.safetensors")
+    assert (tmp_path / "linear.safetensors").is_file()
 
 
 @pytest.mark.parametrize(

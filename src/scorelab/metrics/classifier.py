@@ -77,10 +77,12 @@ def load_cached(model: M, path: Path) -> M | None:
 
 def cached(make: Callable[[], M], train: Callable[[], M], path: Path) -> M:
     """The classifier cached at ``path`` (built by ``make``), or ``train()``'s, saved there first
-    (atomically: :func:`scorelab.checkpoint.atomic_write`)."""
+    (atomically: :func:`scorelab.checkpoint.atomic_write`). Training runs with gradients on even
+    when the first use comes from inside ``torch.no_grad()`` (a metric called while sampling)."""
     model = load_cached(make(), path)
     if model is None:
-        model = train()
+        with torch.enable_grad():
+            model = train()
         weights = {k: v.contiguous() for k, v in model.state_dict().items()}
         atomic_write(path, lambda tmp: save_file(weights, tmp))
     return model
