@@ -15,9 +15,10 @@ user sees them:
   (``sure``);
 - the fraction per shape by the matched filter of ``manifold_scores`` (right on 87 % of them).
 
-The bar's shape fractions are the classifier's. The grid point is chosen on seeds ``0 .. n-1``
+The bar's shape fractions are the classifier's. The grid point is chosen on seeds ``s .. s+n-1``
 (the highest median correlation among the points that meet the whole bar), then measured again,
-with Heun, on fresh seeds ``n .. 2n-1``: the held-out numbers are the ones to quote.
+with Heun, on fresh seeds ``s+n .. s+2n-1``: the held-out numbers are the ones to quote. ``s`` is
+``--first-seed`` (0), so a point chosen elsewhere can be checked on seeds no choice has seen.
 
 Writes ``results.json``, ``grid.npz`` (the 8-bit samples), a heat map of the median
 correlation per (a, b), a sample grid (data, Heun, best MAD, one row per a at the best b) and
@@ -143,6 +144,7 @@ def main() -> None:
     parser.add_argument("--derivative", default="central")
     parser.add_argument("--steps", type=int, default=32, help="Karras grid steps for Heun and MAD alike")
     parser.add_argument("--n", type=int, default=256, help="seeds per sample set (and as many held out)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first tuning seed")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--save", type=int, default=32, help="samples per set kept in grid.npz")
     parser.add_argument("--device", default="auto")
@@ -157,7 +159,8 @@ def main() -> None:
     b_values = [float(v) for v in args.b.split(",")]
     settings = {"steps": args.steps, "batch_size": args.batch_size, "device": device}
     mad_options = {"p": args.p, "delta": args.delta, "derivative": args.derivative}
-    tuning, held_out = list(range(args.n)), list(range(args.n, 2 * args.n))
+    s0 = args.first_seed
+    tuning, held_out = list(range(s0, s0 + args.n)), list(range(s0 + args.n, s0 + 2 * args.n))
 
     reference = shapes.noisy_shapes(args.n, size=size, seed=12345)  # not the training draw (seed 0)
     results: dict = {"settings": vars(args) | {"size": size, "device": str(device)},
@@ -204,7 +207,7 @@ def main() -> None:
         print(row(name, results[name], heun_median if name == "heun" else None))
     for label in labels[1:]:
         print(row("mad " + label, results["mad " + label], heun_median))
-    print(f"-- held out (seeds {args.n}..{2 * args.n - 1}), best point a={best['a']:g} b={best['b']:g}:")
+    print(f"-- held out (seeds {held_out[0]}..{held_out[-1]}), best point a={best['a']:g} b={best['b']:g}:")
     print(row("heun", results["held-out heun"]))
     print(row("mad", results["held-out best mad"], results["held-out heun"]["median_correlation"]))
     print(f"ratio {ratio:.2f}, shape fractions within +-{100 * BAR_FRACTION:.0f} pts: "

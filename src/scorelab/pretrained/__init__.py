@@ -1,7 +1,8 @@
 """Checkpoints shipped with the package, loaded by name (``scorelab sample --pretrained NAME``).
 
-Each is a weights-only export (:func:`scorelab.runs.export_weights`); its ``.json`` sidecar holds
-the training config and the command that re-creates it (``examples/README.md`` has the numbers)."""
+Each is a weights-only export (:func:`scorelab.runs.export_weights`, float16 EMA weights) whose
+safetensors header holds the training config; ``examples/README.md`` has the commands that re-create
+them and what they measure."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ HERE = Path(__file__).parent
 PRETRAINED = {
     "shapes-noisy": "UNet (2.4 M parameters) trained on 64x64 noisy shapes only (MAD paper, Sec. 5.3); "
                     "sample it with --sampler mad",
+    "shapes-noisy-32": "UNet (2.4 M parameters) trained on 32x32 noisy shapes only, on a 2-core CPU in 90 minutes; "
+                       "sample it with --sampler mad --a 0.01 --b 1.5 --p 8",
 }
 
 
