@@ -189,8 +189,9 @@ def build_state(config: TrainConfig, data: Tensor, device: torch.device) -> Trai
 def start_from(state: TrainState, source: str) -> None:
     """Fine-tuning (EDM's ``--transfer``): the model and its EMA start from the EMA weights of
     ``source`` (a run directory, a checkpoint or exported weights file, or ``pretrained:NAME``); the
-    optimizer, the step count and the random state start fresh. The source must be the same network
-    (model, options and data shape), else a clear error."""
+    optimizer, the step count and the random state start fresh. The source's weights must fit this
+    network (the same model and options), else a clear error; a UNet's also fit another image size
+    with the same number of levels (32x32 and 64x64), which makes fine-tuning across sizes possible."""
     weights = load_denoiser(source)[0].state_dict()
     for module in (state.model, state.ema):
         load_module_state(module, weights, f"--init {source}")
