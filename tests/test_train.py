@@ -1,6 +1,7 @@
 import json
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,3 +212,21 @@ def test_init_refuses_another_network_and_resolves_pretrained_names(tmp_path):
     assert meta["data_shape"] == [1, 64, 64]
     with pytest.raises(CheckpointError, match="no pretrained model 'nosuch'"):
         load_denoiser("pretrained:nosuch")
+
+
+def test_resume_finds_data_that_moved(tmp_path, monkeypatch):
+    """A relative --data is relative to the folder the run started in: resumed from elsewhere it
+    fails with a hint, and --data with the same data's new path continues the run."""
+    (tmp_path / "a").mkdir()
+    images = torch.randint(0, 256, (64, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "a" / "x.npy", images.numpy())
+    tiny = {"model": "unet", "model_options": {"model_channels": 8}, "batch_size": 16, "n_data": 64}
+    monkeypatch.chdir(tmp_path / "a")
+    run = tmp_path / "r"
+    train(small_config(data="x.npy", steps=2, **tiny), run, progress=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="relative to the folder the run was started in"):
+        train(small_config(data="x.npy", steps=3, **tiny), run, resume=True, progress=False)
+    train(small_config(data="a/x.npy", steps=3, **tiny), run, resume=True, progress=False)
+    assert final_tensors(run)[1] == 3
+    assert json.loads((run / "config.json").read_text())["data"] == "a/x.npy"

@@ -30,7 +30,7 @@ from .checkpoint import (
     save_checkpoint,
     split_prefix,
 )
-from .data import load_dataset
+from .data import DataError, load_dataset
 from .data.formats import MappedImages
 from .latent import fit_or_load, parse_latent, save_pca
 from .losses import EDMLoss, Loss, NCSNLoss, ScoreMatching
@@ -88,8 +88,9 @@ class TrainConfig:
     compile: bool = False        # torch.compile the training forward pass
     init: str | None = None      # start from these weights (EDM's --transfer): run, weights file or pretrained:NAME
 
-    # Settings that may change when a run is resumed; all others must match.
-    RESUMABLE = ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "track", "track_sigmas",
+    # Settings that may change when a run is resumed; all others must match. ``data`` may name the
+    # same data at another path (a run resumed from another folder, or after the data moved).
+    RESUMABLE = ("data", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "device", "track", "track_sigmas",
                  "track_every", "tensorboard", "precision", "compile")
 
     def validate(self) -> None:
@@ -313,7 +314,13 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progres
 
 def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, progress: bool,
            callbacks: list[Callback] | None, stop: threading.Event | None) -> TrainResult:
-    data = load_dataset(config.data, n=config.n_data, seed=config.seed)
+    try:
+        data = load_dataset(config.data, n=config.n_data, seed=config.seed)
+    except DataError as e:
+        if resume and not Path(config.data).is_absolute():
+            raise DataError(f"{e}. A relative path in {run / CONFIG} is relative to the folder the run was "
+                            "started in: resume from there, or pass --data with the same data's path") from e
+        raise
     if config.latent and isinstance(data, MappedImages):  # PCA is fitted on the whole set; the codes are small
         data = data[:]
     codec = fit_or_load(config.latent, data, run / LATENT if resume else None) if config.latent else None
