@@ -20,8 +20,7 @@ try:
 except (ImportError, RuntimeError, OSError, AttributeError) as e:  # as metrics.fid.inception_extractor
     pytest.skip(f"torch-fidelity does not import here: {type(e).__name__}: {e}", allow_module_level=True)
 
-from scorelab.metrics.distances import frechet_distance
-from scorelab.metrics.fid import inception_extractor, kernel_inception_distance, reference_statistics
+from scorelab.metrics.fid import ReferenceStats, inception_extractor, metric_from_features, reference_statistics
 
 
 class Images(torch.utils.data.Dataset):
@@ -43,13 +42,10 @@ def random_inception_weights(path: Path, seed: int = 0) -> Path:
     vector), saved as the state dict its constructor loads."""
     torch.manual_seed(seed)
     cls = tf_inception.FeatureExtractorInceptionV3
-    load, url = cls.load_state_dict, tf_inception.load_state_dict_from_url
-    cls.load_state_dict = lambda self, state_dict, *args, **kwargs: None  # type: ignore[method-assign]
-    tf_inception.load_state_dict_from_url = lambda *args, **kwargs: {}
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # construct without loading (or downloading) any weights
+        patch.setattr(cls, "load_state_dict", lambda self, state_dict, *args, **kwargs: None)
+        patch.setattr(tf_inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
         net = cls("inception-v3-compat", ["2048"])
-    finally:
-        cls.load_state_dict, tf_inception.load_state_dict_from_url = load, url  # type: ignore[method-assign]
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()
@@ -79,8 +75,9 @@ def test_fid_and_kid_match_torch_fidelity(weights: Path, feature: str) -> None:
     assert fa.shape == (n, int(feature)) and fa.dtype == torch.float64 and bool(fa.std(0).gt(0).any())
     torch.testing.assert_close(extract(grey), extract(grey.expand(-1, 3, -1, -1)))  # grey goes in as 3 channels
 
-    ours_fid = frechet_distance(*reference_statistics(fa), *reference_statistics(fb))
-    ours_kid = kernel_inception_distance(fa, fb, subsets=1, subset_size=n)  # one subset = every row: no draw
+    reference = ReferenceStats(*reference_statistics(fb), fb)  # what scorelab eval measures against
+    ours_fid = metric_from_features(fa, reference, "fid")
+    ours_kid = metric_from_features(fa, reference, "kid", kid_subsets=1, kid_subset_size=n)  # every row: no draw
     theirs = torch_fidelity.calculate_metrics(
         input1=Images(a), input2=Images(b), fid=True, kid=True, kid_subsets=1, kid_subset_size=n,
         feature_extractor="inception-v3-compat", feature_layer_fid=feature, feature_layer_kid=feature,
