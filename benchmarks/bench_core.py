@@ -64,7 +64,7 @@ def bench(name: str, config: TrainConfig, device: torch.device, steps: int) -> d
     denoiser = state.ema.eval()
     shape = tuple(data.shape[1:])
     n = 1000
-    t_sample = timed(lambda: generate(denoiser, shape, list(range(n)), steps=18, batch_size=n, device=device), 2, device)
+    t_sample = timed(lambda: generate(denoiser, shape, list(range(n)), batch_size=n, device=device), 2, device)
     xs, cs = torch.randn(n, *shape, device=device), torch.zeros(n, device=device)
     with torch.no_grad():
         t_eval = timed(lambda: net(xs, cs), 5, device)

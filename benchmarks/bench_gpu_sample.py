@@ -1,5 +1,5 @@
 """Sampling throughput of the UNet at 18 Heun steps: full float32 against TF32, bf16 autocast,
-channels_last and torch.compile, measured in one process (issue 7's sampling table).
+channels_last and torch.compile, measured in one process (the sampling table of benchmarks/RESULTS.md).
 
     python benchmarks/bench_gpu_sample.py [--sizes 32,64] [--batches 256,1024] [--steps 18] [--no-compile]
 
@@ -26,7 +26,7 @@ from scorelab.nets import build_denoiser
 from scorelab.pretrained import pretrained_path
 from scorelab.runs import load_denoiser
 from scorelab.sample import heun
-from scorelab.sample.generate import full_float32
+from scorelab.sample.common import full_float32
 from scorelab.schedules import karras
 
 

@@ -1,5 +1,5 @@
 """Training throughput of the UNet on a GPU: float32 (TF32 convolutions) against bf16 autocast,
-channels_last and torch.compile, measured in one process (issue 7's speed table).
+channels_last and torch.compile, measured in one process (the speed table of benchmarks/RESULTS.md).
 
     python benchmarks/bench_gpu_train.py [--sizes 32,64] [--batch 256] [--steps 40] [--no-compile]
 

@@ -19,7 +19,7 @@ import torch
 
 from scorelab.nets import build_denoiser
 from scorelab.sample import CountNFE, euler, heun, mad
-from scorelab.sample.generate import full_float32
+from scorelab.sample.common import full_float32
 from scorelab.schedules import karras
 
 CASES = {

@@ -51,7 +51,7 @@ def main() -> None:
         rows = []
         for step, ckpt in checkpoints(path):
             denoiser, _ = load_denoiser(ckpt)
-            x, _ = generate(denoiser, (1, 8, 8), list(range(500)), steps=18)
+            x, _ = generate(denoiser, (1, 8, 8), list(range(500)))
             q = digits_quality(x.clamp(-1, 1), reference=held_out)
             window = [r["loss"] for r in losses if step - args.every < r["step"] <= step]
             rows.append({"step": step, "loss": sum(window) / len(window), "confident": q["confident_fraction"],

@@ -87,7 +87,7 @@ def teleportation(denoiser, meta: dict, train: torch.Tensor, held_out: torch.Ten
         for r in range(SETS):
             seeds = list(range(r * PER_SET, (r + 1) * PER_SET))
             t0 = time.perf_counter()
-            x, nfe = generate(denoiser, meta["data_shape"], seeds, steps=STEPS, skip=k, gaussian=gaussian)
+            x, nfe = generate(denoiser, meta["data_shape"], seeds, sigmas=sigmas, n_skip=k, gaussian=gaussian)
             seconds += time.perf_counter() - t0
             q = digits_quality(x.clamp(-1, 1), reference=held_out)
             conf.append(q["confident_fraction"])

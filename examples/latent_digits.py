@@ -1,4 +1,4 @@
-"""Experiment 7 (issue 6): PCA latent space against pixel space on `digits`. Time per training step,
+"""Experiment 7 of the NCSN-schedules report: PCA latent space against pixel space on `digits`. Time per training step,
 time per sample and sample quality, all measured in one process (student report on NCSN, Sec. 3
 "Latent generation" and Sec. 5.3).
 
@@ -41,8 +41,9 @@ import torch
 from scorelab.data.images import load_digits
 from scorelab.latent import PCA
 from scorelab.metrics.digits import digits_quality
-from scorelab.runs import load_codec, load_denoiser
-from scorelab.sample.generate import generate
+from scorelab.runs import Run
+from scorelab.sample import generate
+from scorelab.schedules import karras
 from scorelab.train import TrainConfig, TrainState, train
 
 MODELS = {  # name -> (model, latent spec, model options)
@@ -84,15 +85,14 @@ def train_timed(name: str, steps: int, root: Path) -> dict:
 def sample_timed(run: Path, n: int, repeats: int) -> tuple[torch.Tensor, list[tuple[float, float]], int]:
     """``n`` samples from seeds 0..n-1 (decoded for a latent run), the (wall, CPU) seconds per sample
     of each repeat, and the dimension the model works in."""
-    denoiser, meta = load_denoiser(run)
-    codec = load_codec(run, meta)
+    model = Run.open(run)
     per_sample = []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        x, _ = generate(denoiser, meta["data_shape"], list(range(n)), steps=SAMPLER_STEPS, batch_size=n)
-        images = codec.decode(x) if codec is not None else x
+        x, _ = generate(model.denoiser, model.data_shape, list(range(n)), sigmas=karras(SAMPLER_STEPS), batch_size=n)
+        images = model.decode(x)
         per_sample.append(((time.perf_counter() - t0) / n, (time.process_time() - c0) / n))
-    return images, per_sample, math.prod(meta["data_shape"])
+    return images, per_sample, math.prod(model.data_shape)
 
 
 def quality(images: torch.Tensor, held_out: torch.Tensor, train_digits: torch.Tensor | None) -> dict:

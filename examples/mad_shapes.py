@@ -9,11 +9,10 @@ against MAD over a grid of (a, b), all from the same seeds, measured against the
 user sees them:
 
 - the median best correlation with a clean rendering and the median RMSE to the nearest one
-  (``scorelab.data.shapes.manifold_scores``);
+  (``scorelab.metrics.shape_manifold.manifold_scores``);
 - the fraction of images per shape by the shape classifier (``scorelab.metrics.shapes``, right on
   99.7 % of held-out noisy training images) and the fraction it names with probability above 0.9
-  (``sure``);
-- the fraction per shape by the matched filter of ``manifold_scores`` (right on 87 % of them).
+  (``sure``).
 
 The bar's shape fractions are the classifier's. The grid point is chosen on seeds ``s .. s+n-1``
 (the highest median correlation among the points that meet the whole bar), then measured again,
@@ -37,9 +36,11 @@ import torch
 
 from scorelab import viz
 from scorelab.data import shapes
+from scorelab.metrics.shape_manifold import manifold_scores, summarize
 from scorelab.metrics.shapes import shape_census, shape_kept
 from scorelab.runs import load_denoiser
-from scorelab.sample.generate import generate
+from scorelab.sample import generate
+from scorelab.schedules import karras
 from scorelab.train import resolve_device
 
 BAR_FRACTION = 0.10  # every shape within +-10 points of 25%
@@ -57,12 +58,11 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def measure(images: torch.Tensor, heun: torch.Tensor | None = None) -> dict:
     """Correlation and RMSE against the clean manifold; the shape fractions by the shape classifier
-    (``shape_fraction``, the bar's, with ``confident_fraction``) and by the matched filter; with
+    (``shape_fraction``, the bar's, with ``confident_fraction``); with
     ``heun`` (the same seeds under Heun), the fraction of each of Heun's shapes that stays that shape
     (``kept_from_heun``)."""
     x = quantise(images)
-    summary = shapes.summarize(shapes.manifold_scores(x))
-    summary["matched_filter_fraction"] = summary.pop("shape_fraction")
+    summary = summarize(manifold_scores(x))
     summary |= shape_census(x)
     summary["max_fraction_error"] = max(abs(f - 0.25) for f in summary["shape_fraction"].values())
     if heun is not None:
@@ -72,18 +72,17 @@ def measure(images: torch.Tensor, heun: torch.Tensor | None = None) -> dict:
 
 def row(name: str, s: dict, baseline: float | None = None) -> str:
     fr = " ".join(f"{v:5.2f}" for v in s["shape_fraction"].values())
-    mf = " ".join(f"{v:5.2f}" for v in s["matched_filter_fraction"].values())
     ratio = f"{s['median_correlation'] / baseline:5.2f}x" if baseline else "      "
     kept = " ".join("  -  " if v is None else f"{v:5.2f}" for v in s["kept_from_heun"].values()) \
         if "kept_from_heun" in s else ""
     return (f"{name:<28} {s['median_correlation']:7.3f} {ratio} {s['median_rmse']:7.3f}   {fr}   "
-            f"{s['confident_fraction']:5.2f}   {mf}   {kept}")
+            f"{s['confident_fraction']:5.2f}   {kept}")
 
 
 def header() -> str:
     names = " ".join(f"{k:>5}" for k in shapes.SHAPES)
-    return (f"{'sample set':<28} {'median r':>7} {'vs Heun':>6} {'RMSE':>7}   {names}   {'sure':>5}   {names}   {names}\n"
-            f"{'':<55}(classifier)                     (matched filter)          (kept from Heun, same seeds)")
+    return (f"{'sample set':<28} {'median r':>7} {'vs Heun':>6} {'RMSE':>7}   {names}   {'sure':>5}   {names}\n"
+            f"{'':<55}(classifier)                     (kept from Heun, same seeds)")
 
 
 def heat_map(medians: np.ndarray, a_values: list[float], b_values: list[float], ok: np.ndarray,
@@ -157,7 +156,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     a_values = [float(v) for v in args.a.split(",")]
     b_values = [float(v) for v in args.b.split(",")]
-    settings = {"steps": args.steps, "batch_size": args.batch_size, "device": device}
+    settings = {"sigmas": karras(args.steps), "batch_size": args.batch_size, "device": device}
     mad_options = {"p": args.p, "delta": args.delta, "derivative": args.derivative}
     s0 = args.first_seed
     tuning, held_out = list(range(s0, s0 + args.n)), list(range(s0 + args.n, s0 + 2 * args.n))

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mad_shapes import header, measure, row
 
 from scorelab.runs import load_denoiser
-from scorelab.sample.generate import generate
+from scorelab.sample import generate
+from scorelab.schedules import karras
 from scorelab.train import resolve_device
 
 BASE = {"a": 0.01, "b": 1.0, "p": 8.0, "delta": 1e-3, "derivative": "central", "steps": 32}
@@ -56,7 +57,7 @@ def main() -> None:
     results: dict = {"settings": vars(args) | {"device": str(device), "base": BASE}}
 
     t0 = time.perf_counter()
-    heun, nfe = generate(denoiser, meta["data_shape"], seeds, sampler="heun", steps=BASE["steps"], **common)
+    heun, nfe = generate(denoiser, meta["data_shape"], seeds, sampler="heun", sigmas=karras(BASE["steps"]), **common)
     results["heun"] = measure(heun) | {"steps": BASE["steps"], "nfe": nfe, "seconds": time.perf_counter() - t0}
     baseline = results["heun"]["median_correlation"]
     print(f"seeds 0..{args.n - 1}, base point {BASE}, device {device}")
@@ -64,8 +65,10 @@ def main() -> None:
     print(row(f"heun, {BASE['steps']} steps", results["heun"], baseline), flush=True)
     for name, change in VARIANTS.items():
         options = BASE | change
+        params = {k: v for k, v in options.items() if k != "steps"}
         t0 = time.perf_counter()
-        x, nfe = generate(denoiser, meta["data_shape"], seeds, sampler="mad", **options, **common)
+        x, nfe = generate(denoiser, meta["data_shape"], seeds, sampler="mad", sigmas=karras(int(options["steps"])),
+                          **params, **common)
         results[name] = measure(x, heun) | options | {"nfe": nfe, "seconds": time.perf_counter() - t0}
         print(row(name, results[name], baseline), flush=True)
 

@@ -28,7 +28,7 @@ from scorelab import viz
 from scorelab.data.images import digits
 from scorelab.metrics.digits import classify_digits, digits_quality
 from scorelab.runs import load_denoiser
-from scorelab.sample import annealed_langevin, inpaint, noise_for_seeds, side_mask
+from scorelab.sample import annealed_langevin, inpaint, noise_for_seeds, side_mask, unknown_rmse
 from scorelab.schedules import karras, parse_levels
 from scorelab.train import TrainConfig, train
 
@@ -80,7 +80,8 @@ def _annealed(denoiser: torch.nn.Module, levels: Tensor, n: int, eps: float, ste
         if (i + 1) % steps_per_level == 0:
             kept.append(x[:8].clone())
 
-    raw = annealed_langevin(denoiser, noise * levels[0], levels, eps, steps_per_level, generators, callback=keep)
+    raw = annealed_langevin(denoiser, noise * levels[0], levels, eps=eps, steps_per_level=steps_per_level,
+                            generator=generators, callback=keep)
     denoised = denoiser(raw, torch.full((n,), float(levels[-1])))
     return {"raw": raw, "denoised": denoised, "snapshots": torch.stack(kept, 1)}  # snapshots (8, L, 1, 8, 8)
 
@@ -165,15 +166,15 @@ def experiment_5(args: argparse.Namespace) -> dict:
         mask = side_mask((1, 8, 8), side)
         with torch.no_grad():
             methods = {
-                "annealed Langevin": inpaint(denoiser, images, mask, levels=levels, eps=EPS, steps_per_level=T,
-                                             generator=generators),
-                "Heun (18 steps, sigma 1 -> 0.1)": inpaint(denoiser, images, mask, sampler="heun",
-                                                           sigmas=karras(18, 0.1, 1.0), generator=generators),
+                "annealed Langevin": inpaint(denoiser, images, mask, torch.cat([levels, levels.new_zeros(1)]),
+                                             eps=EPS, steps_per_level=T, generator=generators),
+                "Heun (18 steps, sigma 1 -> 0.1)": inpaint(denoiser, images, mask, karras(18, 0.1, 1.0),
+                                                           sampler="heun", generator=generators),
                 "nearest training digit on the known half": nearest_completion(images, mask, train_images),
                 "hidden half left blank": mask * images - (1 - mask),
             }
         for method, filled in methods.items():
-            r = {"rmse": rmse_hidden(filled, images, mask), "agreement": accuracy(filled, labels)}
+            r = {"rmse": unknown_rmse(filled, images, mask), "agreement": accuracy(filled, labels)}
             results[f"{side} {method}"] = r
             lines.append(f"| {side} | {method} | {r['rmse']:.3f} | {r['agreement']:.3f} |")
         figure += [images[:12], mask * images, methods["annealed Langevin"][:12]]
@@ -181,12 +182,6 @@ def experiment_5(args: argparse.Namespace) -> dict:
     viz.image_grid(torch.cat([f[:12] for f in figure]), ROOT / "figures" / "ncsn_digits_inpainting.png", nrow=12,
                    title="hidden top, bottom, left, right: original / known half / annealed Langevin")
     return results
-
-
-def rmse_hidden(filled: Tensor, images: Tensor, mask: Tensor) -> float:
-    """Root mean square error over the hidden pixels, averaged over images."""
-    hidden = (1 - mask).expand_as(images).bool()
-    return float((filled - images)[hidden].view(len(images), -1).pow(2).mean(1).sqrt().mean())
 
 
 def accuracy(images: Tensor, labels: Tensor) -> float:

@@ -1,4 +1,4 @@
-"""Song & Ermon 2019 as reproduced by the two student reports (issue 6, experiments 1, 2 and 6), in numbers.
+"""Song & Ermon 2019 as reproduced by the two student reports (experiments 1, 2 and 6), in numbers.
 
     python examples/ncsn_toys.py [--only 1,2,6] [--quick] [--n 5000] [--steps 3000] [--seeds 3]
 
@@ -108,9 +108,10 @@ def plain_and_annealed(denoiser, x0: Tensor, levels: Tensor, seed: int = 1, plai
     """Plain Langevin (settings ``plain``, default PLAIN) and annealed Langevin over ``levels`` (settings
     ``annealed``, default ANNEALED), both from ``x0``."""
     p, a = PLAIN | (plain or {}), ANNEALED | (annealed or {})
-    return {"plain": langevin(denoiser, x0, p["sigma"], p["eps"], p["steps"], torch.Generator().manual_seed(seed)),
-            "annealed": annealed_langevin(denoiser, x0, levels, a["eps"], a["steps_per_level"],
-                                          torch.Generator().manual_seed(seed))}
+    return {"plain": langevin(denoiser, x0, p["sigma"], eps=p["eps"], steps=p["steps"],
+                              generator=torch.Generator().manual_seed(seed)),
+            "annealed": annealed_langevin(denoiser, x0, levels, eps=a["eps"], steps_per_level=a["steps_per_level"],
+                                          generator=torch.Generator().manual_seed(seed))}
 
 
 def experiment1(n: int, steps: int, seeds: int, out: Path, runs: Path) -> dict:
@@ -312,7 +313,8 @@ def few_step_samples(models: dict[str, list[nn.Module]], n: int) -> dict:
                 continue
             measured = []
             for j, m in enumerate(ms):
-                x = annealed_langevin(m, x0, levels, EXP2_EPS, steps, torch.Generator().manual_seed(1))
+                x = annealed_langevin(m, x0, levels, eps=EXP2_EPS, steps_per_level=steps,
+                                      generator=torch.Generator().manual_seed(1))
                 measured.append((mode_weights(x), rms_spread(x)))
                 if j == 0:
                     shown[(sched, kind)] = x

@@ -1,5 +1,7 @@
 """Unexplained variance of a reference denoiser's score by analytical candidates (eq. 28)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -138,9 +140,29 @@ def test_training_records_the_gaussianity_of_the_network(tmp_path):
                            for s in (0.5, 5.0)}
     steps, values = curves[("noise", "gaussian", 5.0)]
     assert steps == [1, 3, 6] and all(v > 0 and np.isfinite(v) for v in values)
+    logged = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if line]
+    assert "unexplained/noise/gaussian/5" in logged[0] and not any(k.startswith("fuv/") for k in logged[0])
     assert plot_dynamics(tmp_path / "r", tmp_path / "dyn.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="unknown analytical model"):
         tracked_candidates(_data(), ["gaussian", "mystery"])
     with pytest.raises(ValueError, match="gmmK"):
         tracked_candidates(_data(), ["gmmx"])
     assert main(["--no-progress", "train", "--data", "gmm3", "--out", str(tmp_path / "bad"), "--track-every", "5"]) == 2
+
+
+def test_dynamics_are_read_under_the_current_and_the_former_key_prefix(tmp_path):
+    """``unexplained/QUERY/MODEL/SIGMA`` and, from runs written before, ``fuv/QUERY/MODEL/SIGMA``: one curve each,
+    other metrics ignored."""
+    from scorelab.analysis.dynamics import plot_dynamics, read_dynamics
+
+    rows = [{"step": 1, "loss": 1.0, "fuv/noise/gaussian/0.5": 0.5, "fuv/data/delta/5": 0.25},
+            {"step": 2, "unexplained/noise/gaussian/0.5": 0.125, "unexplained/noise/gmm3/0.5": 0.0625}, {}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows if r) + "\n\n")
+    curves = read_dynamics(tmp_path)
+    assert curves == {("noise", "gaussian", 0.5): ([1, 2], [0.5, 0.125]), ("data", "delta", 5.0): ([1], [0.25]),
+                      ("noise", "gmm3", 0.5): ([2], [0.0625])}
+    assert read_dynamics(tmp_path / "metrics.jsonl") == curves
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    with pytest.raises(ValueError, match="unexplained/QUERY/MODEL/SIGMA"):
+        plot_dynamics(tmp_path / "empty", tmp_path / "none.png")

@@ -243,6 +243,44 @@ def test_inpaint_command_keeps_the_known_part_and_is_seeded_per_image(tmp_path, 
     c = np.load(tmp_path / "c" / "inpainted.npz")
     np.testing.assert_array_equal(c["inpainted"][:, :, :, :3], c["original"][:, :, :, :3])
     np.save(tmp_path / "bad.npy", mask * 0.5)
-    for bad, message in [(tmp_path / "bad.npy", "only 0 (unknown) and 1"), ("middle", "--mask takes")]:
+    for bad, message in [(tmp_path / "bad.npy", "only 0 (unknown) and 1"), ("middle", "is none of these")]:
         assert run_cli("inpaint", run, "--mask", bad, "--n", 1, *ald) == 2
         assert message in capsys.readouterr().err
+
+
+def test_user_errors_end_in_one_line_and_a_bug_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    from scorelab.commands import export
+    from scorelab.errors import SamplingError
+
+    assert run_cli("sample", "pretrained:shapes-noisy-32", "--device", "nosuch", "--n", 1) == 2
+    assert "unknown device 'nosuch'" in capsys.readouterr().err
+    if not __import__("torch").cuda.is_available():
+        assert run_cli("sample", "pretrained:shapes-noisy-32", "--device", "cuda", "--n", 1) == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and "no CUDA GPU" in err and "Traceback" not in err
+
+    def failing(error):
+        def run(args):
+            raise error
+        return run
+
+    monkeypatch.setattr(export, "run", failing(SamplingError("the sampler gave up")))
+    args = ("export", tmp_path / "r", "--out", tmp_path / "w.safetensors")
+    assert run_cli(*args) == 2 and "scorelab export: error: the sampler gave up" in capsys.readouterr().err
+    for bug in (RuntimeError("a genuine bug"), TypeError("another one")):
+        monkeypatch.setattr(export, "run", failing(bug))
+        with pytest.raises(type(bug), match="genuine bug|another one"):
+            run_cli(*args)
+
+
+def test_every_sampler_of_the_registry_is_offered_and_a_shipped_model_is_a_run(tmp_path, capsys, monkeypatch):
+    from scorelab.cli import build_parser
+    from scorelab.sample import SAMPLERS
+
+    sample = build_parser()._subparsers._group_actions[0].choices["sample"]
+    sampler = next(a for a in sample._actions if a.dest == "sampler")
+    assert list(sampler.choices) == list(SAMPLERS)
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("sample", "pretrained:shapes-noisy-32", "--sampler", "euler", "--n", 2, "--steps", 2,
+                   "--device", "cpu") == 0
+    assert (tmp_path / "samples" / "shapes-noisy-32" / "euler-2-seed0" / "samples.npz").is_file()

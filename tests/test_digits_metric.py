@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from scorelab.data.images import digits, load_digits
 from scorelab.metrics import digits as digits_metric
+from scorelab.metrics.classifier import init_weights
 from scorelab.metrics.digits import DigitsClassifier, digits_quality, get_classifier
 
 
@@ -109,7 +110,7 @@ def test_corrupted_cache_file_is_retrained_and_replaced(monkeypatch, tmp_path):
     def fake_train(*args, **kwargs):  # a quick stand-in: the cache logic is under test here
         calls.append(1)
         model = DigitsClassifier()
-        digits_metric.init_weights(model, torch.Generator().manual_seed(0))
+        init_weights(model, torch.Generator().manual_seed(0))
         return model.eval()
 
     monkeypatch.setattr(digits_metric, "train_classifier", fake_train)

@@ -138,7 +138,7 @@ def test_tracking_runs_on_rank_0_only_and_is_logged(tmp_path):
     mp.spawn(_tracking_worker, args=(free_port(), config, tmp_path / "run", tmp_path), nprocs=2, join=True)
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in logged] == [1, 4, 8, 12]
-    tracked = {f"fuv/{query}/gaussian/{sigma}" for query in ("data", "noise") for sigma in ("0.1", "1", "10")}
+    tracked = {f"unexplained/{query}/gaussian/{sigma}" for query in ("data", "noise") for sigma in ("0.1", "1", "10")}
     assert all(tracked <= set(m) for m in logged), logged
     counts = [json.loads((tmp_path / f"counts{r}.json").read_text()) for r in (0, 1)]
     assert counts == [{"fitted": 1, "measured": 4}, {"fitted": 0, "measured": 0}]
@@ -185,9 +185,12 @@ def _features(seeds):
     from scorelab.analytic import Gaussian
     from scorelab.data.images import digits
     from scorelab.metrics import fid
+    from scorelab.sample import generate_sharded
+    from scorelab.schedules import karras
 
     model = Gaussian.fit(digits("train")[0])
-    return fid.sharded_features(model, (1, 8, 8), seeds, _pooled, steps=4, batch_size=2)
+    return generate_sharded(model, (1, 8, 8), seeds, sigmas=karras(4), batch_size=2,
+                            transform=lambda x: _pooled(fid.to_uint8(x)))[0]
 
 
 def _features_worker(rank, port, out):

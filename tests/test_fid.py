@@ -1,4 +1,4 @@
-"""KID against brute force, the reference-statistics cache, evaluate's plumbing and the eval command.
+"""KID against brute force, the reference-statistics cache, features of samples and the eval command.
 
 torch-fidelity (and torchvision) are never imported here: every test uses a fake extractor."""
 
@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from scorelab.analytic import Gaussian
 from scorelab.cli import main
 from scorelab.metrics import fid
-from scorelab.sample.generate import generate
+from scorelab.sample import generate
+from scorelab.schedules import karras
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -117,7 +118,7 @@ def test_a_corrupted_reference_cache_is_recomputed_not_trusted(tmp_path, damage)
     assert compute.calls == 2
 
 
-# ---------------------------------------------------------------- evaluate
+# ---------------------------------------------------------------- samples -> features -> metric
 
 
 def test_to_uint8_matches_saving():
@@ -138,30 +139,40 @@ def image_model():
     return Gaussian.fit(data.double()).float()
 
 
-SETTINGS = {"steps": 4, "sampler": "heun"}
+SETTINGS = {"sigmas": karras(4), "sampler": "heun"}
 
 
-def test_evaluate_is_deterministic_by_seed_and_independent_of_the_batch_size(image_model):
-    reference = (torch.randn(64, 1, 4, 4, generator=_gen(5)) * 0.3).clamp(-1, 1)
+def sample_features(model, seeds, **settings):
+    """The features of the samples of ``seeds``, as ``scorelab eval`` takes them: through generate's
+    per-batch transform, so only features are kept."""
+    return generate(model, (1, 4, 4), seeds, transform=lambda x: pooled_pixels(fid.to_uint8(x)),
+                    **(SETTINGS | settings))[0]
+
+
+def reference(images):
+    features = fid.image_features(images, pooled_pixels)
+    return fid.ReferenceStats(*fid.reference_statistics(features), features)
+
+
+def test_sample_features_are_deterministic_by_seed_and_independent_of_the_batch_size(image_model):
+    ref = reference((torch.randn(64, 1, 4, 4, generator=_gen(5)) * 0.3).clamp(-1, 1))
     seeds = list(range(24))
-    a = fid.evaluate(image_model, (1, 4, 4), seeds, reference, pooled_pixels, batch_size=24, **SETTINGS)
-    b = fid.evaluate(image_model, (1, 4, 4), seeds, reference, pooled_pixels, batch_size=5, **SETTINGS)
-    c = fid.evaluate(image_model, (1, 4, 4), list(range(100, 124)), reference, pooled_pixels, **SETTINGS)
+    a = fid.metric_from_features(sample_features(image_model, seeds, batch_size=24), ref)
+    b = fid.metric_from_features(sample_features(image_model, seeds, batch_size=5), ref)
+    c = fid.metric_from_features(sample_features(image_model, list(range(100, 124))), ref)
     assert a == b and a != c and math.isfinite(a)
 
 
-def test_evaluate_is_zero_when_the_reference_is_the_samples_themselves(image_model):
+def test_the_metric_is_zero_when_the_reference_is_the_samples_themselves(image_model):
     seeds = list(range(40))
     samples, _ = generate(image_model, (1, 4, 4), seeds, **SETTINGS)
-    assert fid.evaluate(image_model, (1, 4, 4), seeds, samples, pooled_pixels, **SETTINGS) == pytest.approx(
-        0, abs=1e-8)
-    other = fid.evaluate(image_model, (1, 4, 4), list(range(40, 80)), samples, pooled_pixels, **SETTINGS)
-    shifted = fid.evaluate(image_model, (1, 4, 4), seeds, (samples + 0.5).clamp(-1, 1), pooled_pixels, **SETTINGS)
-    assert 0 < other < shifted
-    kid = fid.evaluate(image_model, (1, 4, 4), seeds, samples, pooled_pixels, metric="kid", kid_subset_size=20,
-                       **SETTINGS)
-    assert abs(kid) < fid.evaluate(image_model, (1, 4, 4), seeds, (samples + 0.5).clamp(-1, 1), pooled_pixels,
-                                   metric="kid", kid_subset_size=20, **SETTINGS)
+    features = sample_features(image_model, seeds)
+    assert fid.metric_from_features(features, reference(samples)) == pytest.approx(0, abs=1e-8)
+    shifted = reference((samples + 0.5).clamp(-1, 1))
+    other = fid.metric_from_features(sample_features(image_model, list(range(40, 80))), reference(samples))
+    assert 0 < other < fid.metric_from_features(features, shifted)
+    kid = fid.metric_from_features(features, reference(samples), "kid", kid_subset_size=20)
+    assert abs(kid) < fid.metric_from_features(features, shifted, "kid", kid_subset_size=20)
 
 
 # ---------------------------------------------------------------- scorelab eval

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from scorelab.data import MappedImages, load_dataset
-from scorelab.data.errors import DataError
 from scorelab.data.formats import cifar10, load_cifar10, load_idx, load_idx_labels, load_mrc, read_idx
-from scorelab.data.images import load_array, load_images
+from scorelab.data.images import load_array
+from scorelab.errors import DataError
 from scorelab.train import TrainConfig, TrainingError, train
 
 mrcfile = pytest.importorskip("mrcfile")
@@ -431,33 +431,32 @@ def test_training_from_a_mapped_file_resolves_sigma_data_from_the_map_and_resume
 # ---------------------------------------------------------------- dispatch
 
 
-def test_load_images_and_load_dataset_dispatch_on_the_new_formats(tmp_path):
+def test_load_dataset_dispatches_on_the_new_formats(tmp_path):
     sets = _mnist_folder(tmp_path / "mnist", gz=False)
     mnist_test = load_idx(tmp_path / "mnist", "test")
-    assert torch.equal(load_images(f"{tmp_path / 'mnist'}:test"), mnist_test)
     assert torch.equal(load_dataset(f"{tmp_path / 'mnist'}:test"), mnist_test)
-    assert len(load_images(str(tmp_path / "mnist"))) == len(sets["train"][0])
-    assert torch.equal(load_images(str(tmp_path / "mnist" / "t10k-images-idx3-ubyte")), mnist_test)
+    assert len(load_dataset(str(tmp_path / "mnist"))) == len(sets["train"][0])
+    assert torch.equal(load_dataset(str(tmp_path / "mnist" / "t10k-images-idx3-ubyte")), mnist_test)
     _cifar_folder(tmp_path / "cifar-10-batches-py")
-    assert len(load_images(str(tmp_path / "cifar-10-batches-py"))) == 10
+    assert len(load_dataset(str(tmp_path / "cifar-10-batches-py"))) == 10
     assert len(load_dataset(f"{tmp_path / 'cifar-10-batches-py'}:test")) == 3
     stack = _rng().normal(0, 1, (3, 8, 8)).astype(np.float32)
     _write_mrc(tmp_path / "p.mrcs", stack)
-    assert torch.equal(load_images(str(tmp_path / "p.mrcs")), load_mrc(tmp_path / "p.mrcs"))
-    assert torch.equal(load_images(f"{tmp_path / 'p.mrcs'}:per-image"), load_mrc(tmp_path / "p.mrcs", "per-image"))
+    assert torch.equal(load_dataset(str(tmp_path / "p.mrcs")), load_mrc(tmp_path / "p.mrcs"))
+    assert torch.equal(load_dataset(f"{tmp_path / 'p.mrcs'}:per-image"), load_mrc(tmp_path / "p.mrcs", "per-image"))
     np.save(tmp_path / "a.npy", np.zeros((2, 8, 8), np.uint8))
     assert isinstance(load_dataset(f"mmap:{tmp_path / 'a.npy'}"), MappedImages)
-    assert torch.equal(load_images(f"mmap:{tmp_path / 'a.npy'}"), load_array(tmp_path / "a.npy"))
+    assert torch.equal(load_dataset(f"mmap:{tmp_path / 'a.npy'}")[:], load_array(tmp_path / "a.npy"))
 
 
 def test_dispatch_refuses_options_that_do_not_apply(tmp_path):
     np.save(tmp_path / "a.npy", np.zeros((2, 8, 8), np.uint8))
     with pytest.raises(DataError, match="takes no ':test' suffix"):
-        load_images(f"{tmp_path / 'a.npy'}:test")
+        load_dataset(f"{tmp_path / 'a.npy'}:test")
     _mnist_folder(tmp_path / "mnist")
     with pytest.raises(DataError, match="unknown split 'valid'"):
-        load_images(f"{tmp_path / 'mnist'}:valid")
+        load_dataset(f"{tmp_path / 'mnist'}:valid")
     with pytest.raises(DataError, match=r"\.mrc or \.mrcs.*idx3-ubyte.*CIFAR-10"):
-        load_images(str(tmp_path / "nothing.h5"))
+        load_dataset(str(tmp_path / "nothing.h5"))
     with pytest.raises(DataError, match="no such file or folder"):
         load_dataset(str(tmp_path / "nothing:test"))

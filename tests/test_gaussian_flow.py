@@ -12,14 +12,14 @@ from torch.testing import assert_close
 from scorelab.analytic import Gaussian, Isotropic
 from scorelab.analytic.gaussian_flow import (
     amplification,
+    denoised_scale,
     gaussian_flow,
     gaussian_flow_denoised,
     gaussian_flow_endpoint,
     gaussian_flow_vp,
     gaussian_flow_vp_denoised,
-    psi,
     rotation_residual,
-    xi,
+    state_scale,
 )
 
 F64 = torch.float64
@@ -338,29 +338,29 @@ def test_perturbation_amplification_vp(alpha_p):
     assert_close(moved, torch.zeros_like(moved), rtol=0, atol=1e-12)
 
 
-def test_psi_xi_amplification_identities():
+def test_state_scale_denoised_scale_amplification_identities():
     sigma = torch.logspace(-3, 2, 11, dtype=F64)[:, None]
     lam = torch.logspace(-2, 2, 5, dtype=F64)
     sigma_T, alpha, alpha_T = 80.0, torch.linspace(0.1, 1, 11, dtype=F64)[:, None], 0.3
-    # psi(sigma_T) = 1 (also with data scale)
+    # state_scale (the paper's psi) is 1 at sigma_T (also with data scale)
     one = torch.ones_like(lam)
-    assert_close(psi(sigma_T, lam, sigma_T), one, rtol=1e-15, atol=0)
-    assert_close(psi(0.4, lam, 0.4, alpha_T, alpha_T), one, rtol=1e-15, atol=0)
-    # xi = lam / (lam + sigma^2) psi: the denoiser's shrinkage of the state's coefficient (eqs. 13, 15, 16);
-    # with data scale xi = alpha lam / (sigma^2 + lam alpha^2) psi (eqs. 18, 20)
+    assert_close(state_scale(sigma_T, lam, sigma_T), one, rtol=1e-15, atol=0)
+    assert_close(state_scale(0.4, lam, 0.4, alpha_T, alpha_T), one, rtol=1e-15, atol=0)
+    # denoised_scale (xi) = lam / (lam + sigma^2) state_scale (psi): the denoiser's shrinkage of the state's
+    # coefficient (eqs. 13, 15, 16); with data scale xi = alpha lam / (sigma^2 + lam alpha^2) psi (eqs. 18, 20)
     shrink = lam / (lam + sigma**2)
-    assert_close(xi(sigma, lam, sigma_T), shrink * psi(sigma, lam, sigma_T))
+    assert_close(denoised_scale(sigma, lam, sigma_T), shrink * state_scale(sigma, lam, sigma_T))
     shrink = alpha * lam / (sigma**2 + lam * alpha**2)
-    psi_bar = psi(sigma, lam, 0.9, alpha, alpha_T)
-    assert_close(xi(sigma, lam, 0.9, alpha, alpha_T), shrink * psi_bar)
+    scaled = state_scale(sigma, lam, 0.9, alpha, alpha_T)
+    assert_close(denoised_scale(sigma, lam, 0.9, alpha, alpha_T), shrink * scaled)
     # scaling rule of App. D.2: psi_bar = (alpha / alpha_T) psi(sigma / alpha, sigma_T / alpha_T)
-    assert_close(psi_bar, alpha / alpha_T * psi(sigma / alpha, lam, 0.9 / alpha_T))
+    assert_close(scaled, alpha / alpha_T * state_scale(sigma / alpha, lam, 0.9 / alpha_T))
     # eq. 23: amplification = psi_bar(0) / psi_bar(t')
-    ratio = psi(0.0, lam, 0.9, 1.0, alpha_T) / psi_bar
+    ratio = state_scale(0.0, lam, 0.9, 1.0, alpha_T) / scaled
     assert_close(amplification(lam, sigma, alpha), ratio)
     # floats give float64; float32 tensors stay float32
-    assert psi(1.0, 2.0, 3.0).dtype == F64
-    assert xi(torch.tensor(1.0), torch.tensor([2.0]), 3.0).dtype == torch.float32
+    assert state_scale(1.0, 2.0, 3.0).dtype == F64
+    assert denoised_scale(torch.tensor(1.0), torch.tensor([2.0]), 3.0).dtype == torch.float32
 
 
 F = gaussian_flow

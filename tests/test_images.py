@@ -7,16 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from scorelab.data.errors import DataError
-from scorelab.data.images import (
-    digits,
-    digits_split_indices,
-    load_array,
-    load_digits,
-    load_folder,
-    load_images,
-    validate_images,
-)
+from scorelab.data import load_dataset
+from scorelab.data.images import digits, digits_split_indices, load_array, load_digits, load_folder
+from scorelab.data.validate import validate_images
+from scorelab.errors import DataError
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -221,18 +215,18 @@ def test_empty_folder_is_refused(tmp_path):
 # ---------------------------------------------------------------- dispatch and validation
 
 
-def test_load_images_dispatches_on_the_spec(tmp_path):
-    assert torch.equal(load_images("digits"), load_digits("train"))
-    assert len(load_images("digits:test")) == 360
+def test_load_dataset_dispatches_on_the_spec(tmp_path):
+    assert torch.equal(load_dataset("digits"), load_digits("train"))
+    assert len(load_dataset("digits:test")) == 360
     np.save(tmp_path / "a.npy", np.zeros((2, 8, 8), np.float32))
-    assert load_images(str(tmp_path / "a.npy")).shape == (2, 1, 8, 8)
+    assert load_dataset(str(tmp_path / "a.npy")).shape == (2, 1, 8, 8)
     _write_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
-    assert load_images(str(tmp_path)).shape == (1, 1, 8, 8)
+    assert load_dataset(str(tmp_path)).shape == (1, 1, 8, 8)
 
 
-def test_load_images_with_an_unknown_spec_names_what_was_tried(tmp_path):
+def test_load_dataset_with_an_unknown_spec_names_what_was_tried(tmp_path):
     with pytest.raises(DataError, match="not 'digits'.*\\.npy or \\.npz.*directory"):
-        load_images(str(tmp_path / "images.h5"))
+        load_dataset(str(tmp_path / "images.h5"))
     assert issubclass(DataError, ValueError)
 
 

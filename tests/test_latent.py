@@ -1,4 +1,4 @@
-"""scorelab.latent: the PCA codec, its dimension rules, latent training and sampling (issue 6)."""
+"""scorelab.latent: the PCA codec, its dimension rules, latent training and sampling."""
 
 import json
 import threading
@@ -17,7 +17,7 @@ from scorelab.latent import (
     parse_latent,
     save_pca,
 )
-from scorelab.runs import LATENT, checkpoints, load_codec, load_denoiser
+from scorelab.runs import LATENT, Run, checkpoints, load_denoiser
 from scorelab.train import TrainConfig, TrainingError, train
 
 
@@ -207,7 +207,7 @@ def test_latent_training_and_cli_sampling_decode_to_images(tmp_path, capsys):
     assert run_cli("sample", run, "--n", 12, "--steps", 4, "--out", tmp_path / "s", "--device", "cpu") == 0
     saved = np.load(tmp_path / "s" / "samples.npz")
     assert saved["samples"].shape == (12, 1, 8, 8) and saved["codes"].shape == (12, 6)
-    codec = load_codec(run, meta)
+    codec = Run.open(run).codec
     decoded = codec.decode(torch.from_numpy(saved["codes"]))
     assert torch.equal(decoded, torch.from_numpy(saved["samples"]))  # decoded, not clipped
     torch.testing.assert_close(codec.reconstruct(decoded), decoded, rtol=0, atol=1e-5)  # on the PCA subspace
@@ -302,11 +302,10 @@ def test_experiment7_latent_mlp_is_cheaper_and_truncation_helps_it(tmp_path):
             config = TrainConfig(data="digits", model=model, latent=latent, steps=300, batch_size=128, lr=1e-3,
                                  ema_halflife=60, model_options=options, checkpoint_every=300, device="cpu")
             train(config, tmp_path / name, progress=False, callbacks=[lambda _, t=stamps: t.append(time.process_time())])
-            denoiser, meta = load_denoiser(tmp_path / name)
-            codec = load_codec(tmp_path / name, meta)
+            model = Run.open(tmp_path / name)
             c0 = time.process_time()
-            x, _ = generate(denoiser, meta["data_shape"], list(range(300)), steps=18, batch_size=300)
-            x = codec.decode(x) if codec is not None else x
+            x, _ = generate(model.denoiser, model.data_shape, list(range(300)), batch_size=300)
+            x = model.decode(x)
             measured[name] = {"step": statistics.median(b - a for a, b in itertools.pairwise(stamps[10:])),
                               "sample": (time.process_time() - c0) / 300,
                               "frechet": digits_quality(x.clamp(-1, 1), reference=held_out)["frechet_distance"]}

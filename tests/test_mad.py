@@ -198,15 +198,15 @@ def test_mad_cleans_the_shipped_noisy_shapes_model(name, a, b):
     """The shipped UNets saw only noisy shapes: from the same seeds, MAD's samples correlate with the
     clean manifold at least twice as well as Heun's (measured with 256 held-out seeds: 0.58 against
     0.23 at 64x64, 0.59 against 0.26 at 32x32, examples/README.md; here 16 seeds and 10 steps)."""
-    from scorelab.data import shapes
+    from scorelab.metrics.shape_manifold import manifold_scores, summarize
     from scorelab.pretrained import pretrained_path
     from scorelab.runs import load_denoiser
-    from scorelab.sample.generate import generate
+    from scorelab.sample import generate
 
     denoiser, meta = load_denoiser(pretrained_path(name))
     seeds = list(range(1000, 1016))
-    heun_x, _ = generate(denoiser, meta["data_shape"], seeds, sampler="heun", steps=10)
-    mad_x, _ = generate(denoiser, meta["data_shape"], seeds, sampler="mad", steps=10, a=a, b=b, p=8)
-    r_heun = shapes.summarize(shapes.manifold_scores(heun_x.clamp(-1, 1)))["median_correlation"]
-    r_mad = shapes.summarize(shapes.manifold_scores(mad_x.clamp(-1, 1)))["median_correlation"]
+    heun_x, _ = generate(denoiser, meta["data_shape"], seeds, sampler="heun", sigmas=karras(10))
+    mad_x, _ = generate(denoiser, meta["data_shape"], seeds, sampler="mad", sigmas=karras(10), a=a, b=b, p=8)
+    r_heun = summarize(manifold_scores(heun_x.clamp(-1, 1)))["median_correlation"]
+    r_mad = summarize(manifold_scores(mad_x.clamp(-1, 1)))["median_correlation"]
     assert r_heun < 0.35 and r_mad > 0.5 and r_mad >= 2 * r_heun, (r_heun, r_mad)

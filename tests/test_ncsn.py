@@ -52,7 +52,8 @@ def test_ncsn_mlp_trained_with_the_ncsn_loss_samples_gmm3_with_annealed_langevin
     train(config, tmp_path / "r", progress=False)
     model, _ = load_denoiser(tmp_path / "r")
     x0 = 10 * torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
-    x = annealed_langevin(model, x0, geometric(10, 10.0, 0.1), 0.002, 50, torch.Generator().manual_seed(1))
+    x = annealed_langevin(model, x0, geometric(10, 10.0, 0.1), eps=0.002, steps_per_level=50,
+                          generator=torch.Generator().manual_seed(1))
     weights = mode_statistics(x, load("gmm3").params["means"])["mode_weights"]
     assert max(abs(w - t) for w, t in zip(weights, (0.2, 0.6, 0.2))) < 0.07, weights
 

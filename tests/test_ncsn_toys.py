@@ -1,4 +1,4 @@
-"""The toy experiments of examples/ncsn_toys.py (issue 6, experiments 1, 2 and 6), at small scale."""
+"""The toy experiments of examples/ncsn_toys.py (experiments 1, 2 and 6), at small scale."""
 
 import importlib.util
 import math

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from scorelab.data import toy
-from scorelab.demo import GMM3_SAMPLER, run_demo
+from scorelab.demo import GMM3_SIGMAS, run_demo
 from scorelab.metrics.modes import mode_statistics
 from scorelab.runs import load_denoiser
-from scorelab.sample.generate import generate
+from scorelab.sample import generate
 from scorelab.train import TrainConfig, train
 
 TRUE_WEIGHTS = [0.2, 0.6, 0.2]
@@ -18,7 +18,7 @@ TRUE_WEIGHTS = [0.2, 0.6, 0.2]
 def test_exact_gmm3_denoiser_meets_the_bars_with_the_demo_sampler():
     """Separates sampler error from model error: 18 Heun steps on the exact score."""
     dist = toy.load("gmm3", dtype=torch.float64)
-    x, nfe = generate(dist.denoiser, (2,), range(10_000), dtype=torch.float64, batch_size=10_000, **GMM3_SAMPLER)
+    x, nfe = generate(dist.denoiser, (2,), range(10_000), dtype=torch.float64, batch_size=10_000, sigmas=GMM3_SIGMAS)
     stats = mode_statistics(x, dist.params["means"])
     assert nfe == 35
     assert stats["mode_weights"] == pytest.approx(TRUE_WEIGHTS, abs=0.03)
@@ -29,7 +29,7 @@ def test_a_briefly_trained_mlp_recovers_the_gmm3_mode_weights(tmp_path):
     config = TrainConfig(data="gmm3", model="mlp", steps=3000, ema_halflife=500, checkpoint_every=3000, device="cpu")
     train(config, tmp_path / "r", progress=False)
     denoiser, _ = load_denoiser(tmp_path / "r")
-    x, _ = generate(denoiser, (2,), range(10_000), batch_size=10_000, **GMM3_SAMPLER)
+    x, _ = generate(denoiser, (2,), range(10_000), batch_size=10_000, sigmas=GMM3_SIGMAS)
     stats = mode_statistics(x, toy.load("gmm3").params["means"])
     assert stats["mode_weights"] == pytest.approx(TRUE_WEIGHTS, abs=0.03)
 

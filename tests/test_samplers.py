@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
+from scorelab.errors import SamplingError
 from scorelab.nets import MLP, EDMPrecond
-from scorelab.sample import CountNFE, euler, heun, noise_for_seeds
-from scorelab.sample.generate import generate
+from scorelab.sample import SAMPLERS, CountNFE, euler, generate, heun, noise_for_seeds
 from scorelab.schedules import karras
 
 MU, VAR = 1.5, 0.7
@@ -90,9 +90,43 @@ def test_a_sample_depends_only_on_its_seed_not_on_the_batch():
     denoiser = EDMPrecond(MLP(2, width=32, depth=2), sigma_data=1.0).eval()
     seeds = list(range(10))
     for options in ({}, {"S_churn": 5.0}):
-        big, _ = generate(denoiser, (2,), seeds, steps=8, batch_size=10, **options)
-        small, _ = generate(denoiser, (2,), seeds[3:6], steps=8, batch_size=2, **options)
+        big, _ = generate(denoiser, (2,), seeds, sigmas=karras(8), batch_size=10, **options)
+        small, _ = generate(denoiser, (2,), seeds[3:6], sigmas=karras(8), batch_size=2, **options)
         assert torch.allclose(big[3:6], small, atol=1e-5, rtol=1e-5)
     noise, _ = noise_for_seeds([7, 8], (3,))
     noise2, _ = noise_for_seeds([8], (3,))
     assert torch.equal(noise[1], noise2[0])
+
+
+def test_every_registered_sampler_has_the_one_signature():
+    """``f(denoiser, x, sigmas, *, generator=None, callback=None, progress=False, **params)``: three
+    positional arguments, then keyword-only settings that all have defaults except a sampler's own."""
+    import inspect
+
+    for name, sampler in SAMPLERS.items():
+        parameters = list(inspect.signature(sampler).parameters.values())
+        assert [p.name for p in parameters[:3]] == ["denoiser", "x", "sigmas"], name
+        assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters[:3]), name
+        rest = {p.name: p for p in parameters[3:]}
+        assert all(p.kind is p.KEYWORD_ONLY for p in rest.values()), name
+        assert {k: rest[k].default for k in ("generator", "callback", "progress")} == {
+            "generator": None, "callback": None, "progress": False}, name
+
+
+@pytest.mark.parametrize("name,params", [("euler", {}), ("heun", {"S_churn": 1.0}),
+                                         ("mad", {"a": 1.0, "b": 1.0, "p": 1.0}), ("annealed-langevin", {})])
+def test_every_registered_sampler_refuses_a_non_finite_start(name, params):
+    x = torch.zeros(3, 2)
+    x[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        SAMPLERS[name](gaussian_denoiser, x, karras(4), **params)
+
+
+def test_generate_refuses_to_return_non_finite_samples():
+    def broken(x, sigma):
+        return torch.full_like(x, float("inf"))
+
+    with pytest.raises(SamplingError, match="non-finite"):
+        generate(broken, (2,), [0, 1], sigmas=karras(3))
+    with pytest.raises(ValueError, match="unknown sampler"):
+        generate(gaussian_denoiser, (2,), [0], sampler="rk45")

@@ -32,18 +32,18 @@ def test_teleport_lands_closer_to_the_closed_form_end_point_than_plain_heun():
     error = lambda y: float((y - truth).norm(dim=1).max())
     plain = error(heun(model, x, sigmas))
     assert plain > 1e-5
-    errors = [error(teleport(model, x, sigmas, gaussian=model, skip=k)) for k in range(1, 12)]
+    errors = [error(teleport(model, x, sigmas, gaussian=model, n_skip=k)) for k in range(1, 12)]
     assert all(e < plain for e in errors), (plain, errors)
-    assert error(teleport(model, x, sigmas, gaussian=model, skip=0)) == pytest.approx(plain, rel=1e-12)
-    assert error(teleport(model, x, sigmas, gaussian=model, skip=12)) < 1e-12  # k = N: the closed form itself
+    assert error(teleport(model, x, sigmas, gaussian=model, n_skip=0)) == pytest.approx(plain, rel=1e-12)
+    assert error(teleport(model, x, sigmas, gaussian=model, n_skip=12)) < 1e-12  # k = N: the closed form itself
 
 
-@pytest.mark.parametrize("skip", [0, 1, 5, 11, 12])
-def test_nfe_is_two_per_remaining_heun_step_minus_one(skip):
+@pytest.mark.parametrize("n_skip", [0, 1, 5, 11, 12])
+def test_nfe_is_two_per_remaining_heun_step_minus_one(n_skip):
     model, x = _gaussian(), _noise(8)
     counted = CountNFE(model)
-    teleport(counted, x, karras(12, dtype=torch.float64), gaussian=model, skip=skip)
-    assert counted.nfe(8) == (2 * (12 - skip) - 1 if skip < 12 else 0)
+    teleport(counted, x, karras(12, dtype=torch.float64), gaussian=model, n_skip=n_skip)
+    assert counted.nfe(8) == (2 * (12 - n_skip) - 1 if n_skip < 12 else 0)
 
 
 def test_other_samplers_continue_after_the_jump():
@@ -51,9 +51,17 @@ def test_other_samplers_continue_after_the_jump():
     sigmas = karras(10, dtype=torch.float64)
     for sampler, options in (("euler", {}), ("mad", {"a": 1.0, "b": 1e-12, "p": 1.0})):
         counted = CountNFE(model)
-        y = teleport(counted, x, sigmas, gaussian=model, skip=4, sampler=sampler, **options)
+        y = teleport(counted, x, sigmas, gaussian=model, n_skip=4, sampler=sampler, **options)
         assert y.shape == x.shape and bool(torch.isfinite(y).all())
         assert counted.nfe(16) == (6 if sampler == "euler" else 12)
+    seen = []
+    teleport(model, x, sigmas, gaussian=model, n_skip=4, callback=lambda i, sigma, x_i, d: seen.append(i))
+    assert seen == list(range(4, 10))  # the continuing sampler's steps, numbered on the whole grid
+    levels = torch.tensor([10.0, 5.0, 2.0, 1.0], dtype=torch.float64)
+    counted = CountNFE(model)
+    y = teleport(counted, x, levels, gaussian=model, n_skip=2, sampler="annealed-langevin", eps=1e-3,
+                 steps_per_level=3, generator=torch.Generator().manual_seed(0))
+    assert counted.nfe(16) == 2 * 3 and bool(torch.isfinite(y).all())  # Langevin on the two levels left
 
 
 def test_agreement_is_zero_for_the_gaussian_and_grows_as_sigma_falls_for_a_mixture():
@@ -79,12 +87,12 @@ def test_agreement_is_zero_for_the_gaussian_and_grows_as_sigma_falls_for_a_mixtu
 def test_bad_arguments_are_refused():
     model, x = _gaussian(), _noise(4)
     sigmas = karras(5, dtype=torch.float64)
-    for skip in (-1, 6, 2.5, True, "half"):
-        with pytest.raises(ValueError, match="skip must be"):
-            teleport(model, x, sigmas, gaussian=model, skip=skip)
+    for n_skip in (-1, 6, 2.5, True, "half"):
+        with pytest.raises(ValueError, match="n_skip must be"):
+            teleport(model, x, sigmas, gaussian=model, n_skip=n_skip)
     with pytest.raises(ValueError, match="unknown sampler"):
-        teleport(model, x, sigmas, gaussian=model, skip=1, sampler="rk4")
+        teleport(model, x, sigmas, gaussian=model, n_skip=1, sampler="rk4")
     with pytest.raises(ValueError, match="threshold"):
         auto_skip(model, model, x, sigmas, threshold=0)
     with pytest.raises(TypeError):
-        teleport(model, x.float(), sigmas, gaussian=model, skip=2)  # a float64 Gaussian for float32 noise
+        teleport(model, x.float(), sigmas, gaussian=model, n_skip=2)  # a float64 Gaussian for float32 noise

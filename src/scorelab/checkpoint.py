@@ -17,9 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
+from .errors import CheckpointError
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupted or does not fit the model it is loaded into."""
+__all__ = ["CheckpointError", "atomic_write", "atomic_write_text", "load_checkpoint", "load_module_state",
+           "save_checkpoint", "split_prefix"]
 
 
 def atomic_write(path: Path, write: Any) -> None:

@@ -1,4 +1,4 @@
-"""Latent generation (issue 6): a PCA codec, so that a score model is trained and sampled on the
+"""Latent generation: a PCA codec, so that a score model is trained and sampled on the
 codes of the top principal components and its samples are decoded back to images (student report
 on NCSN, Sec. 3 "Latent generation", and App. 8.1 for the elbow choice of the dimension).
 

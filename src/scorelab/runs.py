@@ -1,23 +1,30 @@
-"""A run directory on disk (DESIGN.md, "Runs on disk"): config.json, checkpoints/, metrics.jsonl,
-figures/, samples/, and latent.safetensors for a run trained on PCA codes. A run directory is enough
-to resume, sample and analyse."""
+"""A run on disk and the :class:`Run` object that opens it. A run directory holds config.json,
+checkpoints/, metrics.jsonl, figures/, samples/, and latent.safetensors for a run trained on PCA codes;
+it is enough to resume, sample and analyse. A checkpoint or exported weights file, or a model shipped
+with scorelab (``pretrained:NAME``), opens the same way."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .checkpoint import CheckpointError, load_checkpoint, load_module_state, save_checkpoint, split_prefix
+from .analytic import Gaussian
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    load_module_state,
+    save_checkpoint,
+    split_prefix,
+)
 from .latent import PCA, load_pca, pca_from_tensors
 from .nets import EDMPrecond, build_denoiser
-
-if TYPE_CHECKING:
-    from .data import MappedImages
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -65,22 +72,119 @@ def model_path(spec: str | Path) -> Path:
     return Path(spec)
 
 
-def load_denoiser(path: str | Path, weights: str = "ema",
-                  device: str | torch.device = "cpu") -> tuple[EDMPrecond, dict[str, Any]]:
-    """The denoiser of a run directory (its latest checkpoint), of one checkpoint or exported weights
-    file, or of ``pretrained:NAME``, in eval mode, with the checkpoint's metadata. ``weights`` is
-    "ema" or "model"."""
-    if weights not in ("ema", "model"):
-        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
-    path = model_path(path)
-    if path.is_dir():
-        ckpt = latest_checkpoint(path)
-        if ckpt is None:
-            raise CheckpointError(f"run {path} has no checkpoint yet")
-        path = ckpt
-    tensors, meta = load_checkpoint(path)
+class Run:
+    """A trained model on disk, however it is named: a run directory (its latest checkpoint), one
+    checkpoint or exported weights file, or ``pretrained:NAME`` (a model shipped with scorelab).
+
+    It holds the checkpoint's metadata and what follows from it: the ``config`` the model was trained
+    with, the ``data_shape`` of one example, the ``denoiser`` (EMA or raw weights, in eval mode), the
+    latent ``codec`` of a run trained on PCA codes (None otherwise), the training data as the model saw
+    it, and the folders its outputs go to. Open one with :meth:`Run.open`."""
+
+    def __init__(self, spec: str | Path, checkpoint: Path, meta: dict[str, Any], denoiser: EDMPrecond,
+                 codec: PCA | None, weights: str, home: Path | None, device: torch.device) -> None:
+        self.spec, self.checkpoint, self.meta, self.denoiser = str(spec), checkpoint, meta, denoiser
+        self.codec, self.weights, self.home, self.device = codec, weights, home, device
+        self._gaussian: Gaussian | None = None
+
+    @classmethod
+    def open(cls, spec: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> Run:
+        """The model named by ``spec`` with its ``weights`` ("ema" or "model") on ``device``; a clear
+        :class:`CheckpointError` for a missing, corrupted or foreign file."""
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        path = model_path(spec)
+        home: Path | None = path if path.is_dir() else _run_of(path)
+        if path.is_dir():
+            ckpt = latest_checkpoint(path)
+            if ckpt is None:
+                raise CheckpointError(f"run {path} has no checkpoint yet")
+            path = ckpt
+        tensors, meta = load_checkpoint(path)
+        denoiser = _denoiser(tensors, meta, weights, path)
+        codec = _codec(tensors, meta, path, home)
+        if str(spec).startswith(PRETRAINED):
+            home = None
+        device = torch.device(device)
+        return cls(spec, path, meta, denoiser.to(device).eval().requires_grad_(False), codec, weights, home, device)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The training configuration (``TrainConfig`` as a dict)."""
+        return self.meta["config"]
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """The shape of one example the model generates (a code's for a latent run)."""
+        return tuple(self.meta["data_shape"])
+
+    @property
+    def step(self) -> int | None:
+        """The training step of the weights."""
+        return self.meta.get("step")
+
+    @property
+    def name(self) -> str:
+        """How outputs and messages name the model: the shipped name, or the path."""
+        return self.spec.removeprefix(PRETRAINED)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Examples from what the denoiser generates: a latent run's codes decoded (on the CPU), else ``z``."""
+        return z if self.codec is None else self.codec.decode(z.cpu())
+
+    def training_data(self) -> Tensor:
+        """The training set as the model saw it: loaded by the run's config (all of it in memory) and,
+        for a latent run, encoded by its codec, so analytical models and teleportation live in the
+        model's space."""
+        from .data import MappedImages, load_dataset
+
+        data = load_dataset(self.config["data"], n=self.config.get("n_data", 100_000), seed=self.config.get("seed", 0))
+        if isinstance(data, MappedImages):
+            data = data[:]
+        return data if self.codec is None else self.codec.encode(data)
+
+    def gaussian(self) -> Gaussian:
+        """The Gaussian fitted to :meth:`training_data` (fitted once, on the denoiser's device)."""
+        if self._gaussian is None:
+            self._gaussian = Gaussian.fit(self.training_data()).to(self.device)
+        return self._gaussian
+
+    def output_dir(self, kind: str, name: str) -> Path:
+        """Where an output of ``kind`` (samples, inpaint, eval, analysis) named ``name`` goes by default:
+        ``RUN/KIND/NAME`` beside the run (or the weights file), ``KIND/MODEL/NAME`` for a shipped model."""
+        return (self.home / kind if self.home is not None else Path(kind) / self.name) / name
+
+    def auto_skip(self, sigmas: Tensor, threshold: float, *, n_probe: int = 64) -> int:
+        """:func:`scorelab.sample.auto_skip` for this model on the grid ``sigmas``, probed with ``n_probe``
+        seeds from 1 000 000 on: measured once per checkpoint step, weights, grid and threshold and cached
+        in ``teleport.json`` beside the run."""
+        from .sample import auto_skip, noise_for_seeds
+
+        grid = ",".join(f"{s:.9g}" for s in sigmas.tolist())
+        key = (f"step={self.step}:weights={self.weights}:grid={hashlib.sha256(grid.encode()).hexdigest()[:12]}:"
+               f"threshold={threshold:g}")
+        cache = self.output_dir("samples", "teleport.json") if self.home is None else self.home / "teleport.json"
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+        if key not in known:
+            probe, _ = noise_for_seeds(range(1_000_000, 1_000_000 + n_probe), self.data_shape, device=self.device)
+            with torch.no_grad():
+                known[key] = auto_skip(self.denoiser, self.gaussian(), probe * float(sigmas[0]), sigmas, threshold)
+            atomic_write_text(cache, json.dumps(known, indent=2))
+        return int(known[key])
+
+
+WEIGHTS = ("ema", "model")
+
+
+def _run_of(file: Path) -> Path:
+    """The folder a file's outputs go beside: its run for a checkpoint in ``RUN/checkpoints/``, else its folder."""
+    run = file.parent.parent
+    return run if file.parent.name == "checkpoints" and (run / CONFIG).is_file() else file.parent
+
+
+def _denoiser(tensors: dict[str, Tensor], meta: dict[str, Any], weights: str, path: Path) -> EDMPrecond:
     if not split_prefix(tensors, weights):
-        held = sorted({k.split(".", 1)[0] for k in tensors} & {"ema", "model"})
+        held = sorted({k.split(".", 1)[0] for k in tensors} & set(WEIGHTS))
         raise CheckpointError(f"checkpoint {path} holds no {weights!r} weights (it holds: {', '.join(held) or 'none'})")
     try:
         config = meta["config"]
@@ -89,23 +193,20 @@ def load_denoiser(path: str | Path, weights: str = "ema",
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} lacks model information ({e})") from None
     load_module_state(denoiser, split_prefix(tensors, weights), f"checkpoint {path}")
-    return denoiser.to(device).eval().requires_grad_(False), meta
+    return denoiser
 
 
-def load_codec(path: str | Path, meta: dict[str, Any]) -> PCA | None:
-    """The latent codec (``scorelab.latent.PCA``) of the run directory or checkpoint file ``path``
-    whose metadata :func:`load_denoiser` returned as ``meta``; None for a model of the data itself.
-    Codes sampled from the denoiser become examples by ``codec.decode``. An exported weights file
-    carries its codec inside (tensors ``latent.*``); a checkpoint uses its run's ``latent.safetensors``."""
+def _codec(tensors: dict[str, Tensor], meta: dict[str, Any], path: Path, home: Path | None) -> PCA | None:
+    """The latent codec of a run trained on PCA codes: inside an exported weights file (tensors
+    ``latent.*``), else the run's ``latent.safetensors``; None for a model of the data itself."""
     spec = (meta.get("config") or {}).get("latent")
     if not spec:
         return None
-    path = Path(path)
-    codec = None
-    if path.is_file() and (inside := split_prefix(load_checkpoint(path)[0], "latent")):
+    inside = split_prefix(tensors, "latent")
+    if inside:
         codec = pca_from_tensors(inside, f"checkpoint {path}")
-    if codec is None:
-        file = (path if path.is_dir() else path.parent.parent) / LATENT
+    else:
+        file = (home or path.parent) / LATENT
         if not file.is_file():
             raise CheckpointError(f"{path} is a model of {spec} codes, but its codec {file} is missing")
         codec = load_pca(file)
@@ -115,17 +216,11 @@ def load_codec(path: str | Path, meta: dict[str, Any]) -> PCA | None:
     return codec
 
 
-def training_data(path: str | Path, meta: dict[str, Any]) -> Tensor | MappedImages:
-    """The training set of a run as its model saw it: loaded by the run's config and, for a latent
-    run, encoded by its codec (so analytical models and teleportation live in the model's space)."""
-    from .data import MappedImages, load_dataset
-
-    config = meta["config"]
-    data = load_dataset(config["data"], n=config.get("n_data", 100_000), seed=config.get("seed", 0))
-    if isinstance(data, MappedImages):  # the analyses need the whole set in memory
-        data = data[:]
-    codec = load_codec(path, meta)
-    return codec.encode(data) if codec is not None else data
+def load_denoiser(spec: str | Path, weights: str = "ema",
+                  device: str | torch.device = "cpu") -> tuple[EDMPrecond, dict[str, Any]]:
+    """The denoiser and metadata of :meth:`Run.open` ``(spec, weights=weights, device=device)``."""
+    run = Run.open(spec, weights=weights, device=device)
+    return run.denoiser, run.meta
 
 
 EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -139,17 +234,13 @@ def export_weights(source: str | Path, out: str | Path, weights: str = "ema", dt
     codec is stored inside, at full precision."""
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
-    source = Path(source)
-    denoiser, meta = load_denoiser(source, weights=weights)
-    codec = load_codec(source, meta)
-    if source.is_dir():
-        source = latest_checkpoint(source) or source
+    run = Run.open(source, weights=weights)
     tensors = {f"{weights}.{k}": v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v
-               for k, v in denoiser.state_dict().items()}
-    if codec is not None:
-        tensors.update({f"latent.{k}": v for k, v in codec.state_dict().items()})
-    exported = {"weights": weights, "dtype": dtype, "source": source.name}
-    meta = {k: v for k, v in meta.items() if k != "optimizer"} | {"exported": exported}
+               for k, v in run.denoiser.state_dict().items()}
+    if run.codec is not None:
+        tensors.update({f"latent.{k}": v for k, v in run.codec.state_dict().items()})
+    exported = {"weights": weights, "dtype": dtype, "source": run.checkpoint.name}
+    meta = {k: v for k, v in run.meta.items() if k != "optimizer"} | {"exported": exported}
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"the exported file must end in .safetensors, got {out}")

@@ -1,4 +1,4 @@
-"""Optional TensorBoard logging of a training run (issue 7): the ``metrics.jsonl`` scalars, and at every
+"""Optional TensorBoard logging of a training run: the ``metrics.jsonl`` scalars, and at every
 checkpoint EMA samples from fixed seeds (a grid of images, or a scatter plot of vectors), written to
 ``RUN/tensorboard``."""
 
@@ -42,11 +42,12 @@ class TensorBoardLog:
         image data a grid of seeds 0-63, for vector data a scatter plot of seeds 0-999; else nothing."""
         if len(self.data_shape) not in (1, 3):
             return
-        from .sample.generate import generate
+        from .sample import generate
+        from .schedules import karras
 
         seeds = list(GRID_SEEDS if len(self.data_shape) == 3 else SCATTER_SEEDS)
         device = next(ema.parameters()).device
-        x, _ = generate(ema.eval(), self.data_shape, seeds, steps=GRID_STEPS, device=device)
+        x, _ = generate(ema.eval(), self.data_shape, seeds, sigmas=karras(GRID_STEPS), device=device)
         if len(self.data_shape) == 3:
             self.writer.add_images("samples", unit_images(x), step)
         else:

@@ -30,8 +30,10 @@ from .checkpoint import (
     save_checkpoint,
     split_prefix,
 )
-from .data import DataError, load_dataset
+from .data import load_dataset
 from .data.formats import MappedImages
+from .denoiser import Denoiser
+from .errors import DataError, TrainingError
 from .latent import fit_or_load, parse_latent, save_pca
 from .losses import EDMLoss, Loss, NCSNLoss, ScoreMatching
 from .nets import RESIDUAL, EDMPrecond, GaussianResidual, build_denoiser
@@ -49,10 +51,6 @@ from .schedules import parse_levels
 
 LOSSES = ("edm", "ncsn", "ncsn-continuous", "ssm", "ssm-vr", "esm")
 PRECISIONS = ("fp32", "bf16")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss, a run that does not match its config, ...)."""
 
 
 @dataclass
@@ -133,9 +131,21 @@ class TrainState:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when there is a GPU, else the CPU) or a device torch knows and this machine has;
+    a clear error otherwise, before any work."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this machine has no CUDA GPU that torch {torch.__version__} can use")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: there are only {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS is not available on this machine")
+    return device
 
 
 def lr_at(step: int, lr: float, warmup: int) -> float:
@@ -158,7 +168,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> Non
 def resolve_config(config: TrainConfig, data: Tensor | MappedImages) -> TrainConfig:
     """Fill in the data-dependent defaults (sigma_data, P_mean). Memory-mapped images give the std
     of a fixed subsample (MappedImages.std) and cannot fit the Gaussians of residual models or tracking."""
-    if isinstance(data, MappedImages) and (config.model.endswith(RESIDUAL) or config.track_every > 0):
+    if isinstance(data, MappedImages) and _needs_gaussian(config):
         raise TrainingError(f"{config.data}: memory-mapped images cannot fit the Gaussian that model "
                             f"{config.model!r} or tracking needs; load the data in memory (without 'mmap:')")
     if config.sigma_data is not None:
@@ -170,15 +180,32 @@ def resolve_config(config: TrainConfig, data: Tensor | MappedImages) -> TrainCon
     P_mean = config.P_mean if config.P_mean is not None else -1.2 + math.log(sigma_data / 0.5)
     options = dict(config.model_options)
     if config.model.endswith(RESIDUAL) and "gaussian_rank" not in options:
-        options["gaussian_rank"] = Gaussian.fit(data).rank
+        options["gaussian_rank"] = Gaussian.fit(_in_memory(data)).rank
     return replace(config, sigma_data=sigma_data, P_mean=P_mean, model_options=options)
 
 
-def build_state(config: TrainConfig, data: Tensor, device: torch.device) -> TrainState:
+def _needs_gaussian(config: TrainConfig) -> bool:
+    """Whether the run fits the data's Gaussian: a residual model's bypass, or tracking."""
+    return config.model.endswith(RESIDUAL) or config.track_every > 0
+
+
+def _in_memory(data: Tensor | MappedImages) -> Tensor:
+    """``data`` as one tensor (a memory-mapped set read whole)."""
+    return data[:] if isinstance(data, MappedImages) else data
+
+
+def _resolved(value: float | None, name: str) -> float:
+    if value is None:
+        raise ValueError(f"{name} is not resolved yet: pass the config through resolve_config first")
+    return value
+
+
+def build_state(config: TrainConfig, data: Tensor | MappedImages, device: torch.device) -> TrainState:
     torch.manual_seed(config.seed)  # network initialisation
-    model = build_denoiser(config.model, tuple(data.shape[1:]), config.sigma_data, config.model_options)
+    model = build_denoiser(config.model, tuple(data.shape[1:]), _resolved(config.sigma_data, "sigma_data"),
+                           config.model_options)
     if isinstance(model, GaussianResidual):  # the bypass: the training data's Gaussian, fitted once
-        fitted = Gaussian.fit(data.cpu(), rank=config.model_options["gaussian_rank"])
+        fitted = Gaussian.fit(_in_memory(data).cpu(), rank=config.model_options["gaussian_rank"])
         model.gaussian.load_state_dict(fitted.state_dict())
     model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -292,6 +319,7 @@ class TrainResult:
 
 
 Callback = Callable[[TrainState], "dict[str, Any] | None"]
+Network = Callable[..., Tensor]  # the module, or it wrapped by DistributedDataParallel or torch.compile
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
@@ -321,11 +349,10 @@ def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, p
             raise DataError(f"{e}. A relative path in {run / CONFIG} is relative to the folder the run was "
                             "started in: resume from there, or pass --data with the same data's path") from e
         raise
-    if config.latent and isinstance(data, MappedImages):  # PCA is fitted on the whole set; the codes are small
-        data = data[:]
-    codec = fit_or_load(config.latent, data, run / LATENT if resume else None) if config.latent else None
-    if codec is not None:  # issue 6: the model sees the codes; resume reuses the saved codec
-        data = codec.encode(data)
+    codec = None
+    if config.latent:  # the model sees the codes (PCA fitted on the whole set); resume reuses the saved codec
+        codec = fit_or_load(config.latent, _in_memory(data), run / LATENT if resume else None)
+        data = codec.encode(_in_memory(data))
     if resume and (run / CONFIG).exists():  # the run's own sigma_data: a recomputed std may differ in the last bits
         config = adopt_resolved(config, read_config(run))
     config = resolve_config(config, data)
@@ -352,7 +379,7 @@ def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, p
         atomic_write_text(run / CONFIG, json.dumps(asdict(config), indent=2))
     dist.barrier()
     loss_fn = build_loss(config)
-    net: torch.nn.Module = state.model
+    net: Network = state.model
     if dist.active():
         device_ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
@@ -361,40 +388,41 @@ def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, p
     return _loop(config, run, data, state, loss_fn, progress and dist.is_main(), callbacks, stop, net)
 
 
-def _tracking(config: TrainConfig, data: Tensor) -> list[Callback]:
+def _tracking(config: TrainConfig, data: Tensor | MappedImages) -> list[Callback]:
     """The built-in tracking callback (``track_every``, ``analysis.dynamics``) on rank 0 only: only rank 0
     writes metrics, and the ranks' weights are identical, so the others would fit and measure for nothing."""
     if config.track_every == 0 or not dist.is_main():
         return []
     from .analysis.dynamics import gaussianity_callback
 
-    return [gaussianity_callback(data, config.track, config.track_sigmas, config.track_every, seed=config.seed)]
+    return [gaussianity_callback(_in_memory(data), config.track, config.track_sigmas, config.track_every,
+                                 seed=config.seed)]
 
 
 def build_loss(config: TrainConfig) -> Loss:
     """The objective named by ``config.loss``: EDM's, NCSN's over ``config.levels`` (discrete or
     log-uniform), or sliced / variance-reduced sliced / exact score matching (score read at sigma 1)."""
     if config.loss == "edm":
-        return EDMLoss(config.sigma_data, config.P_mean, config.P_std)
+        return EDMLoss(_resolved(config.sigma_data, "sigma_data"), _resolved(config.P_mean, "P_mean"), config.P_std)
     if config.loss.startswith("ncsn"):
         return NCSNLoss(tuple(parse_levels(config.levels).tolist()), continuous=config.loss == "ncsn-continuous")
     return ScoreMatching({"ssm": "sliced", "ssm-vr": "sliced-vr", "esm": "exact"}[config.loss])
 
 
-def _on_shard(model: torch.nn.Module, part: slice) -> Callable[[Tensor, Tensor], Tensor]:
+def _on_shard(model: Network, part: slice) -> Denoiser:
     """A denoiser that runs ``model`` on the rows ``part`` of the batch only; the other rows come back as
     their (detached) input, so a loss drawing its noise for the whole batch computes this rank's rows
     exactly as one process would, and costs the network nothing for the others. The score-matching losses,
     which differentiate with respect to x, see a zero score with a constant Jacobian on the other rows; those
     rows' losses are dropped, and as the network treats each row alone, the shard's rows are exact too."""
-    def denoiser(x: Tensor, sigma: Tensor) -> Tensor:
+    def denoiser(x: Tensor, sigma: Tensor | float) -> Tensor:
         sigma_part = sigma[part] if isinstance(sigma, Tensor) and sigma.ndim > 0 else sigma
         return torch.cat([x[:part.start].detach(), model(x[part], sigma_part), x[part.stop:].detach()])
     return denoiser
 
 
-def _step(state: TrainState, data: Tensor, loss_fn: Loss, config: TrainConfig,
-          net: torch.nn.Module | None = None) -> float:
+def _step(state: TrainState, data: Tensor | MappedImages, loss_fn: Loss, config: TrainConfig,
+          net: Network | None = None) -> float:
     """One optimizer step; returns the loss (the global batch's mean). Non-finite gradients skip the update.
 
     ``net`` runs the forward pass: ``state.model`` by default, else it wrapped (torch.compile, DDP). Under
@@ -444,9 +472,9 @@ def _tensorboard(config: TrainConfig, run: Path, data_shape: tuple[int, ...]) ->
     return TensorBoardLog(run, data_shape)
 
 
-def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_fn: Loss,
+def _loop(config: TrainConfig, run: Path, data: Tensor | MappedImages, state: TrainState, loss_fn: Loss,
           progress: bool, callbacks: list[Callback], stop: threading.Event | None,
-          net: torch.nn.Module | None = None) -> TrainResult:
+          net: Network | None = None) -> TrainResult:
     data_shape = tuple(data.shape[1:])
     losses: list[float] = []
     last_loss = float("nan")
@@ -494,4 +522,5 @@ def _loop(config: TrainConfig, run: Path, data: Tensor, state: TrainState, loss_
         board.close()
     if interrupted and dist.is_main():
         tqdm.write(f"interrupted at step {state.step}: checkpoint {last_ckpt}; resume with --resume")
+    assert last_ckpt is not None  # a checkpoint is saved at the last step if none was
     return TrainResult(run, state.step, last_ckpt, interrupted, last_loss)

@@ -58,8 +58,8 @@ def scatter_panels(panels: dict[str, Tensor], path: str | Path, *, log_prob: Cal
         if trajectories is not None and name in trajectories:
             path_xy = trajectories[name].double().numpy()
             ax.plot(path_xy[..., 0], path_xy[..., 1], color="0.4", lw=0.5, alpha=0.6)
-        x = x[:max_points].double().numpy()
-        ax.scatter(x[:, 0], x[:, 1], s=2, c="tab:red", alpha=0.5, linewidths=0)
+        points = x[:max_points].double().numpy()
+        ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:red", alpha=0.5, linewidths=0)
         ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), aspect="equal", title=f"{title} {name}".strip())
     return save_figure(fig, path)
 

@@ -4,22 +4,33 @@ training (Gaussian-score paper, Sec. 5.2, Figure 12: the Gaussian structure is l
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .unexplained import standard_candidates, unexplained_variance
 
-KEY = "fuv"  # metrics.jsonl keys: fuv/<query>/<candidate>/<sigma>
+KEY = "unexplained"  # metrics.jsonl keys: unexplained/<query>/<candidate>/<sigma>
+LEGACY_KEYS = ("fuv",)  # the prefix of runs written before (fraction of unexplained variance), still read
 
 
-def tracked_candidates(data: Tensor, names: Sequence[str], seed: int = 0) -> dict[str, Any]:
+class TrainingState(Protocol):
+    """What the callback reads of the training state: the step just taken and the network."""
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def model(self) -> nn.Module: ...
+
+
+def tracked_candidates(data: Tensor, names: Sequence[str], seed: int = 0) -> dict[str, nn.Module]:
     """The analytical models named in ``names`` among :func:`standard_candidates`' (``isotropic``,
     ``gaussian``, ``gmm{K}``, ``gmm{K}-r{rank}``, ``delta``), fitted to ``data``."""
-    available: dict[str, Any] = {}
+    available: dict[str, nn.Module] = {}
     gmms = [n for n in names if n.startswith("gmm")]
     for name in gmms:
         k, _, rank = name[3:].partition("-r")
@@ -35,17 +46,17 @@ def tracked_candidates(data: Tensor, names: Sequence[str], seed: int = 0) -> dic
 
 
 def gaussianity_callback(data: Tensor, names: Sequence[str], sigmas: Sequence[float], every: int, *,
-                         n: int = 128, seed: int = 0):
+                         n: int = 128, seed: int = 0) -> Callable[[TrainingState], dict[str, float] | None]:
     """A ``train`` callback: at step 1 and every ``every`` steps, the mean unexplained fraction of the
     network's score (eq. 28) by each named model at each sigma, on the same ``n`` query points of
     each kind every time (training images + sigma z, and sigma z alone), as metrics
-    ``fuv/<query>/<name>/<sigma>``. It measures the raw weights, not the EMA."""
+    ``unexplained/<query>/<name>/<sigma>``. It measures the raw weights, not the EMA."""
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     candidates = tracked_candidates(data, names, seed)
     moved: dict[str, Any] = {}
 
-    def callback(state) -> dict[str, float] | None:
+    def callback(state: TrainingState) -> dict[str, float] | None:
         if state.step % every and state.step != 1:
             return None
         device = next(state.model.parameters()).device
@@ -63,7 +74,8 @@ def gaussianity_callback(data: Tensor, names: Sequence[str], sigmas: Sequence[fl
 
 
 def read_dynamics(metrics: str | Path) -> dict[tuple[str, str, float], tuple[list[int], list[float]]]:
-    """``(query, name, sigma) -> (steps, fractions)`` from a run's ``metrics.jsonl`` (or the file)."""
+    """``(query, name, sigma) -> (steps, fractions)`` from a run's ``metrics.jsonl`` (or the file): the metrics
+    ``unexplained/<query>/<name>/<sigma>``, and those of runs written with the former prefix ``fuv/``."""
     path = Path(metrics)
     if path.is_dir():
         path = path / "metrics.jsonl"
@@ -73,8 +85,9 @@ def read_dynamics(metrics: str | Path) -> dict[tuple[str, str, float], tuple[lis
             continue
         row = json.loads(line)
         for key, value in row.items():
-            if key.startswith(KEY + "/"):
-                _, query, name, sigma = key.split("/")
+            prefix, _, rest = key.partition("/")
+            if rest and (prefix == KEY or prefix in LEGACY_KEYS):
+                query, name, sigma = rest.split("/")
                 steps, values = curves.setdefault((query, name, float(sigma)), ([], []))
                 steps.append(int(row["step"]))
                 values.append(float(value))
@@ -90,7 +103,8 @@ def plot_dynamics(metrics: str | Path, path: str | Path, title: str = "") -> Pat
 
     curves = read_dynamics(metrics)
     if not curves:
-        raise ValueError(f"{metrics} holds no {KEY}/... metrics: train with --track-every and --track")
+        raise ValueError(f"{metrics} holds no {KEY}/QUERY/MODEL/SIGMA metrics (unexplained fractions): "
+                         "train with --track-every and --track")
     sigmas = sorted({s for _, _, s in curves})
     queries = sorted({q for q, _, _ in curves})
     fig = Figure(figsize=(3.6 * len(sigmas), 3.2 * len(queries)), layout="constrained")
@@ -111,4 +125,4 @@ def plot_dynamics(metrics: str | Path, path: str | Path, title: str = "") -> Pat
     return save_figure(fig, path)
 
 
-__all__ = ["gaussianity_callback", "plot_dynamics", "read_dynamics", "tracked_candidates"]
+__all__ = ["TrainingState", "gaussianity_callback", "plot_dynamics", "read_dynamics", "tracked_candidates"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..analytic import DeltaMixture, Gaussian, GaussianMixture, Isotropic
 from ..denoiser import Denoiser, unexplained_score_fraction
@@ -74,11 +74,11 @@ class UnexplainedVariance:
 
 
 def standard_candidates(data: Tensor, *, n_components: int = 10, ranks: Sequence[int | None] = (None,),
-                        seed: int = 0) -> dict[str, Denoiser]:
+                        seed: int = 0) -> dict[str, nn.Module]:
     """The paper's analytical models of ``data`` ``(N, *shape)``: ``isotropic``, ``gaussian``,
     ``gmm{K}`` (full rank, k-means fit) and ``gmm{K}-r{rank}`` for each rank, and ``delta`` (the
     training set itself). Built in ``data``'s dtype."""
-    candidates: dict[str, Denoiser] = {"isotropic": Isotropic.fit(data), "gaussian": Gaussian.fit(data)}
+    candidates: dict[str, nn.Module] = {"isotropic": Isotropic.fit(data), "gaussian": Gaussian.fit(data)}
     for rank in ranks:
         name = f"gmm{n_components}" + (f"-r{rank}" if rank is not None else "")
         candidates[name] = GaussianMixture.fit(data, n_components, rank=rank, seed=seed)

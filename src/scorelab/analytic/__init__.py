@@ -5,14 +5,14 @@ from scorelab.analytic.extended import extended_score, extended_score_limit
 from scorelab.analytic.gaussian import Gaussian, Isotropic
 from scorelab.analytic.gaussian_flow import (
     amplification,
+    denoised_scale,
     gaussian_flow,
     gaussian_flow_denoised,
     gaussian_flow_endpoint,
     gaussian_flow_vp,
     gaussian_flow_vp_denoised,
-    psi,
     rotation_residual,
-    xi,
+    state_scale,
 )
 from scorelab.analytic.gaussian_mixture import GaussianMixture
 
@@ -22,6 +22,7 @@ __all__ = [
     "GaussianMixture",
     "Isotropic",
     "amplification",
+    "denoised_scale",
     "extended_score",
     "extended_score_limit",
     "gaussian_flow",
@@ -29,7 +30,6 @@ __all__ = [
     "gaussian_flow_endpoint",
     "gaussian_flow_vp",
     "gaussian_flow_vp_denoised",
-    "psi",
     "rotation_residual",
-    "xi",
+    "state_scale",
 ]

@@ -9,6 +9,7 @@ Points are visited in chunks with a running log-sum-exp, so a call costs
 from __future__ import annotations
 
 import math
+from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,10 @@ class DeltaMixture(nn.Module):
     numbers per call). Buffers: ``points`` ``(N, D)``, ``log_c`` ``(N,)``, ``half_sq``
     ``(N,)`` = ``||y_i||^2 / 2``.
     """
+
+    points: Tensor  # (N, D)
+    log_c: Tensor  # (N,)
+    half_sq: Tensor  # (N,)
 
     def __init__(self, points: Tensor, weights: Tensor | None = None, *, chunk_size: int = 4096) -> None:
         super().__init__()
@@ -104,9 +109,18 @@ class DeltaMixture(nn.Module):
         up to a term common to every point, so ``argmax_i q_i`` is the nearest point."""
         return x @ self.points[chunk].T - self.half_sq[chunk]
 
+    @overload
+    def _reduce(self, x: Tensor, sigma: Tensor, *, want_mean: Literal[True]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        ...
+
+    @overload
+    def _reduce(self, x: Tensor, sigma: Tensor, *, want_mean: Literal[False]) -> tuple[Tensor, Tensor, None, Tensor]:
+        ...
+
     def _reduce(self, x: Tensor, sigma: Tensor, *, want_mean: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         """One pass over the points in chunks for the logits ``l_i = log c_i + (x.y_i - ||y_i||^2/2) / sigma^2``:
-        ``m = max_i l_i``, ``sum_i exp(l_i - m)``, ``sum_i w_i y_i`` and ``argmax_i l_i``.
+        ``m = max_i l_i``, ``sum_i exp(l_i - m)``, ``sum_i w_i y_i`` (None unless ``want_mean``) and
+        ``argmax_i l_i``.
 
         ``l_i`` is the log-weight up to ``-||x||^2 / (2 sigma^2)``, the same for every ``i``;
         dropping it keeps the large common term out of the comparison between points."""

@@ -26,6 +26,8 @@ class Isotropic(nn.Module):
     with its covariance information removed. ``p_sigma = N(mu, sigma^2 I)``.
     """
 
+    mu: Tensor  # (D,)
+
     def __init__(self, mean: Tensor) -> None:
         super().__init__()
         mean = _floating(mean, "mean")
@@ -84,6 +86,10 @@ class Gaussian(nn.Module):
     ``lam`` ``(r,) > 0``. Buffers: ``mu`` ``(D,)``, ``U`` ``(D, r)``, ``lam`` ``(r,)``
     (descending when built from ``cov``).
     """
+
+    mu: Tensor  # (D,)
+    U: Tensor  # (D, r), orthonormal columns
+    lam: Tensor  # (r,) > 0
 
     def __init__(
         self,

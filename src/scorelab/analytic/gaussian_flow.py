@@ -3,9 +3,10 @@
 For :class:`~scorelab.analytic.Gaussian` ``N(mu, U diag(lam) U^T)`` the PF-ODE
 ``dx/dsigma = (x - D(x, sigma)) / sigma`` is linear and separates along the principal axes ``u_k``:
 the off-manifold part of ``x - mu`` shrinks like ``sigma`` and the coefficient along ``u_k`` is scaled
-by ``psi(sigma, lam_k)`` (eq. 15). This module holds the paper's scalar functions (``psi``, ``xi``, the
-perturbation ``amplification`` of eq. 23 and the rotation residual ``J`` of eqs. 104-105) and the exact
-trajectories of the state, of the denoiser output and of the end point: in the EDM (sigma) form
+by ``state_scale(sigma, lam_k)`` (the paper's ``psi``, eq. 15). This module holds the paper's scalar
+functions (:func:`state_scale`, the paper's ``psi``; :func:`denoised_scale`, its ``xi``; the perturbation
+:func:`amplification` of eq. 23 and the rotation residual ``J`` of eqs. 104-105, :func:`rotation_residual`)
+and the exact trajectories of the state, of the denoiser output and of the end point: in the EDM (sigma) form
 (eqs. 15-17) and with a data scale ``alpha_t``, ``x_t = alpha_t x_0 + sigma_t eps`` (VP / DDIM,
 eqs. 18-21, 64-66). Nothing forms a ``D x D`` matrix.
 """
@@ -23,30 +24,33 @@ from scorelab.analytic.gaussian import Gaussian, _flat
 Levels = Tensor | Sequence[float]
 
 
-def psi(
+def state_scale(
     sigma: Tensor | float,
     lam: Tensor | float,
     sigma_T: Tensor | float,
     alpha: Tensor | float = 1.0,
     alpha_T: Tensor | float = 1.0,
 ) -> Tensor:
-    """``psi = sqrt((sigma^2 + lam alpha^2) / (sigma_T^2 + lam alpha_T^2))``: the factor by which the PF-ODE
-    scales the coefficient along an axis of variance ``lam`` from ``(alpha_T, sigma_T)`` to ``(alpha, sigma)``
-    (Gaussian-score paper, eq. 15; with data scale, eq. 18). Broadcasts; Python numbers alone give float64."""
+    """The factor by which the PF-ODE scales the state's coefficient along an axis of variance ``lam`` from
+    ``(alpha_T, sigma_T)`` to ``(alpha, sigma)``: the Gaussian-score paper's
+    ``psi = sqrt((sigma^2 + lam alpha^2) / (sigma_T^2 + lam alpha_T^2))`` (eq. 15; with data scale,
+    eq. 18). Broadcasts; Python numbers alone give float64."""
     sigma, lam, sigma_T, alpha, alpha_T = _tensors(sigma, lam, sigma_T, alpha, alpha_T)
     return torch.sqrt((sigma**2 + lam * alpha**2) / (sigma_T**2 + lam * alpha_T**2))
 
 
-def xi(
+def denoised_scale(
     sigma: Tensor | float,
     lam: Tensor | float,
     sigma_T: Tensor | float,
     alpha: Tensor | float = 1.0,
     alpha_T: Tensor | float = 1.0,
 ) -> Tensor:
-    """``xi = alpha lam / sqrt((alpha^2 lam + sigma^2) (alpha_T^2 lam + sigma_T^2))``: the coefficient along an
-    axis of variance ``lam`` of the denoiser output on the trajectory, per unit of the start coefficient
-    (Gaussian-score paper, eq. 16; with data scale, eq. 20). Broadcasts like :func:`psi`."""
+    """The denoiser output's coefficient along an axis of variance ``lam`` on the PF-ODE trajectory at
+    ``(alpha, sigma)``, per unit of the start coefficient at ``(alpha_T, sigma_T)``: the Gaussian-score paper's
+    ``xi = alpha lam / sqrt((alpha^2 lam + sigma^2) (alpha_T^2 lam + sigma_T^2))`` (eq. 16; with data scale,
+    eq. 20), i.e. :func:`state_scale` times the denoiser's shrinkage
+    ``alpha lam / (sigma^2 + lam alpha^2)``. Broadcasts like :func:`state_scale`."""
     sigma, lam, sigma_T, alpha, alpha_T = _tensors(sigma, lam, sigma_T, alpha, alpha_T)
     now, start = alpha**2 * lam + sigma**2, alpha_T**2 * lam + sigma_T**2
     return alpha * lam / (torch.sqrt(now) * torch.sqrt(start))
@@ -90,7 +94,7 @@ def gaussian_flow(
 ) -> Tensor:
     """The exact PF-ODE states ``x(sigma)`` ``(S, *x_T.shape)`` at each of ``sigmas`` (``S`` levels >= 0, any
     order, 0 = the end point) of the ODE through ``x_T`` ``(B, *shape)`` at ``sigma_T > 0`` (a float or ``(B,)``):
-    ``mu + (sigma / sigma_T) (I - U U^T)(x_T - mu) + sum_k psi(sigma, lam_k) c_k u_k``,
+    ``mu + (sigma / sigma_T) (I - U U^T)(x_T - mu) + sum_k state_scale(sigma, lam_k) c_k u_k``,
     ``c = U^T (x_T - mu)`` (Gaussian-score paper, eq. 15)."""
     return _sigma_form(model, x_T, sigma_T, sigmas, denoised=False)
 
@@ -101,8 +105,8 @@ def gaussian_flow_denoised(
     sigma_T: Tensor | float,
     sigmas: Levels,
 ) -> Tensor:
-    """The denoiser outputs ``D(x(sigma), sigma) = mu + sum_k xi(sigma, lam_k) c_k u_k`` ``(S, *x_T.shape)``
-    along the trajectory of :func:`gaussian_flow` (Gaussian-score paper, eq. 16)."""
+    """The denoiser outputs ``D(x(sigma), sigma) = mu + sum_k denoised_scale(sigma, lam_k) c_k u_k``
+    ``(S, *x_T.shape)`` along the trajectory of :func:`gaussian_flow` (Gaussian-score paper, eq. 16)."""
     return _sigma_form(model, x_T, sigma_T, sigmas, denoised=True)
 
 
@@ -126,8 +130,8 @@ def gaussian_flow_vp(
     sigmas: Levels | None = None,
 ) -> Tensor:
     """The exact PF-ODE states ``(S, *x_T.shape)`` with data scale, ``x_t = alpha_t x_0 + sigma_t eps``:
-    ``alpha_t mu + (sigma_t / sigma_T) (I - U U^T)(x_T - alpha_T mu) + sum_k psi(sigma_t, lam_k, sigma_T,
-    alpha_t, alpha_T) c_k u_k``, ``c = U^T (x_T - alpha_T mu)`` (Gaussian-score paper, eqs. 18-19, 65).
+    ``alpha_t mu + (sigma_t / sigma_T) (I - U U^T)(x_T - alpha_T mu) + sum_k state_scale(sigma_t, lam_k,
+    sigma_T, alpha_t, alpha_T) c_k u_k``, ``c = U^T (x_T - alpha_T mu)`` (Gaussian-score paper, eqs. 18-19, 65).
 
     ``alpha_T`` and ``sigma_T`` are floats or ``(B,)``; ``alphas`` and ``sigmas`` are 1-D ``(S,)``. The sigmas
     default to ``sqrt(1 - alpha^2)`` (VP / DDIM), which needs alphas in ``[0, 1]``: ``alpha_T = 0`` is a pure
@@ -145,9 +149,10 @@ def gaussian_flow_vp_denoised(
     sigma_T: Tensor | float | None = None,
     sigmas: Levels | None = None,
 ) -> Tensor:
-    """The denoiser outputs (clean-data estimates) ``D(t) = mu + sum_k xi(sigma_t, lam_k, sigma_T, alpha_t,
-    alpha_T) c_k u_k`` ``(S, *x_T.shape)`` along :func:`gaussian_flow_vp` (Gaussian-score paper, eqs. 20, 66);
-    ``D(t)`` is the sigma-form denoiser at ``x_t / alpha_t`` and ``sigma_t / alpha_t`` (``mu`` at ``alpha_t = 0``)."""
+    """The denoiser outputs (clean-data estimates) ``D(t) = mu + sum_k denoised_scale(sigma_t, lam_k, sigma_T,
+    alpha_t, alpha_T) c_k u_k`` ``(S, *x_T.shape)`` along :func:`gaussian_flow_vp` (Gaussian-score paper,
+    eqs. 20, 66); ``D(t)`` is the sigma-form denoiser at ``x_t / alpha_t`` and ``sigma_t / alpha_t``
+    (``mu`` at ``alpha_t = 0``)."""
     levels = _vp_start(model, x_T, alpha_T, alphas, sigma_T, sigmas)
     return _flow(model, *levels, denoised=True)
 
@@ -170,10 +175,10 @@ def _flow(
     a, s = alphas[:, None, None], sigmas[:, None, None]
     a_T, s_T = alpha_T[:, None], sigma_T[:, None]
     if denoised:
-        out = model.mu + (xi(s, model.lam, s_T, a, a_T) * c) @ model.U.T
+        out = model.mu + (denoised_scale(s, model.lam, s_T, a, a_T) * c) @ model.U.T
     else:
         off = d - c @ model.U.T  # (I - U U^T)(x_T - alpha_T mu), without a D x D matrix
-        on = (psi(s, model.lam, s_T, a, a_T) * c) @ model.U.T
+        on = (state_scale(s, model.lam, s_T, a, a_T) * c) @ model.U.T
         out = a * model.mu + (s / s_T) * off + on
     return out.reshape(len(sigmas), *shape)
 
@@ -287,12 +292,12 @@ def _tensors(*values: Tensor | float) -> list[Tensor]:
 
 __all__ = [
     "amplification",
+    "denoised_scale",
     "gaussian_flow",
     "gaussian_flow_denoised",
     "gaussian_flow_endpoint",
     "gaussian_flow_vp",
     "gaussian_flow_vp_denoised",
-    "psi",
     "rotation_residual",
-    "xi",
+    "state_scale",
 ]

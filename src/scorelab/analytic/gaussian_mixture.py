@@ -31,6 +31,12 @@ class GaussianMixture(nn.Module):
     ``mu`` ``(K, D)``, ``U``, ``lam``, ``ranks``.
     """
 
+    weights: Tensor  # (K,)
+    mu: Tensor  # (K, D)
+    U: Tensor  # (K, D, r), zero columns for padding
+    lam: Tensor  # (K, r), 0 for padding
+    ranks: Tensor  # (K,) integer
+
     def __init__(
         self,
         weights: Tensor | Sequence[float],

@@ -1,8 +1,9 @@
 """Dataset file formats: MNIST's IDX files, CIFAR-10's python batches, MRC particle stacks, and
 uint8 ``.npy`` arrays read through a memory map for sets larger than memory.
 
-Every loader returns float32 ``(N, C, H, W)`` images in ``[-1, 1]`` (DESIGN.md, "Data conventions")
-and raises :class:`DataError` saying what is wrong with a malformed file. Nothing is downloaded.
+Every loader returns float32 ``(N, C, H, W)`` images in ``[-1, 1]`` (the conventions of
+:mod:`scorelab.data.validate`) and raises :class:`DataError` saying what is wrong with a malformed
+file. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scorelab.data.errors import DataError
-from scorelab.data.images import CHANNELS, _check_size, _infer_layout, _to_unit_range, validate_images
+from scorelab.data.validate import CHANNELS, check_size, infer_layout, to_unit_range, validate_images
+from scorelab.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
-IDX_DTYPES = {  # IDX type codes (the MNIST page, "FILE FORMATS"); multi-byte values are big-endian
+IDX_DTYPES: dict[int, np.dtype[Any]] = {  # IDX type codes (the MNIST page, "FILE FORMATS"); multi-byte values are big-endian
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -76,7 +77,7 @@ def _read_maybe_gzip(path: Path) -> tuple[bytes, bool]:
         raise DataError(f"{path}: cannot decompress gzip data ({e})") from e
 
 
-def _idx_header(raw: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
+def _idx_header(raw: bytes, path: Path) -> tuple[np.dtype[Any], tuple[int, ...], int]:
     """Value type, shape and data offset from an IDX header; see :func:`read_idx`."""
     if len(raw) < 4:
         raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
@@ -118,15 +119,16 @@ def load_idx(path: str | Path, split: str | None = None,
     """Images from an IDX file (``train-images-idx3-ubyte[.gz]``), or from the folder holding the
     MNIST files when ``split`` ("train", the default, or "test") names which, as float32
     ``(N, 1, H, W)`` in [-1, 1]. uint8 maps [0, 255] linearly onto [-1, 1]; floating values must
-    lie in [-1, 1] unless ``value_range=(lo, hi)`` is given, as in :func:`load_array`."""
+    lie in [-1, 1] unless ``value_range=(lo, hi)`` is given
+    (:func:`~scorelab.data.validate.to_unit_range`)."""
     file = _idx_file(Path(path), "images", split)
     array = read_idx(file)
     if array.ndim != 3:
         raise DataError(f"{file}: an IDX images file has 3 dimensions (N, H, W), this one has "
                         f"{array.ndim}: {array.shape}")
     x = torch.from_numpy(array).unsqueeze(1)
-    _check_size(x, str(file))
-    return validate_images(_to_unit_range(x, value_range, str(file)), str(file))
+    check_size(x, str(file))
+    return validate_images(to_unit_range(x, value_range, str(file)), str(file))
 
 
 def load_idx_labels(path: str | Path, split: str | None = None) -> Tensor:
@@ -170,7 +172,7 @@ def cifar10(path: str | Path, split: str = "train") -> tuple[Tensor, Tensor]:
     batches = [_cifar10_batch(folder / name) for name in names]
     pixels = np.concatenate([data for data, _ in batches]).reshape(-1, 3, CIFAR10_SIDE, CIFAR10_SIDE)
     labels = torch.from_numpy(np.concatenate([labels for _, labels in batches]))
-    images = _to_unit_range(torch.from_numpy(pixels), None, str(folder))
+    images = to_unit_range(torch.from_numpy(pixels), None, str(folder))
     return validate_images(images, str(folder)), labels
 
 
@@ -269,7 +271,7 @@ def load_mrc(path: str | Path, normalize: str = "dataset", *, clip_std: float = 
         stack = _mrc_stack(mrc.data, str(path))
         images = _normalize_stack(stack, normalize, clip_std, str(path))
     x = torch.from_numpy(images).unsqueeze(1)
-    _check_size(x, str(path))
+    check_size(x, str(path))
     return validate_images(x, str(path))
 
 
@@ -300,9 +302,9 @@ def _mrc_stack(data: np.ndarray | None, name: str) -> np.ndarray:
 def _normalize_stack(stack: np.ndarray, normalize: str, clip_std: float, name: str) -> np.ndarray:
     """``stack`` as float32 in [-1, 1] by ``normalize``; see :func:`load_mrc`."""
     if normalize == "none":
-        lo, hi = float(stack.min()), float(stack.max())
-        if lo < -1 or hi > 1:
-            raise DataError(f"{name}: values in [{lo:g}, {hi:g}] lie outside [-1, 1]; choose another normalize "
+        smallest, largest = float(stack.min()), float(stack.max())
+        if smallest < -1 or largest > 1:
+            raise DataError(f"{name}: values in [{smallest:g}, {largest:g}] lie outside [-1, 1]; choose another normalize "
                             f"({', '.join(MRC_NORMALIZE[:-1])})")
         return stack.astype(np.float32)
     lo, hi = _window(stack, normalize, clip_std, name)
@@ -357,9 +359,10 @@ class MappedImages:
     Stands in for the image tensor in training: ``len``, ``shape``, ``device`` and ``to(device)``
     behave as a tensor's (``to`` shares the map, only where batches are delivered changes), and
     indexing with an int, a slice or a 1-D index tensor reads only those rows and returns them as
-    float32 in [-1, 1] on ``device``, equal to the same rows of :func:`load_array`. The array is
-    ``(N, H, W)`` or ``(N, C, H, W)`` / ``(N, H, W, C)`` with C in {1, 3, 4} (``layout`` as for
-    :func:`load_array`); only uint8 is accepted, so every value is valid without reading the file.
+    float32 in [-1, 1] on ``device``, equal to the same rows of
+    :func:`~scorelab.data.images.load_array`. The array is ``(N, H, W)`` or ``(N, C, H, W)`` /
+    ``(N, H, W, C)`` with C in {1, 3, 4} (``layout`` as for :func:`~scorelab.data.validate.to_nchw`);
+    only uint8 is accepted, so every value is valid without reading the file.
     """
 
     dtype = torch.float32
@@ -380,13 +383,13 @@ class MappedImages:
         self.device = torch.device(device)
         if c not in CHANNELS:
             raise DataError(f"{self.path}: {c} channels; expected one of {CHANNELS}")
-        _check_size(torch.empty(0, 0, h, w), str(self.path))
+        check_size(torch.empty(0, 0, h, w), str(self.path))
 
     def _storage_layout(self, layout: str | None) -> str:
         """``"NHW"``, ``"NCHW"`` or ``"NHWC"``: how the rows are stored in the file."""
         if self._array.ndim == 3:
             return "NHW"
-        layout = layout or _infer_layout(self._array.shape, str(self.path))
+        layout = layout or infer_layout(self._array.shape, str(self.path))
         if layout not in ("NCHW", "NHWC"):
             raise DataError(f"{self.path}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
         return layout
@@ -405,7 +408,7 @@ class MappedImages:
             rows = rows.unsqueeze(-3)
         elif self._layout == "NHWC":
             rows = rows.movedim(-1, -3).contiguous()
-        return _to_unit_range(rows, None, str(self.path)).to(self.device)
+        return to_unit_range(rows, None, str(self.path)).to(self.device)
 
     def to(self, device: str | torch.device) -> MappedImages:
         """The same images, delivered on ``device`` (the memory map is shared, nothing is read)."""
@@ -425,7 +428,7 @@ class MappedImages:
         counts = np.zeros(256, np.int64)
         for i in range(0, len(rows), 1024):
             counts += np.bincount(np.asarray(self._array[rows[i:i + 1024]]).ravel(), minlength=256)
-        levels = _to_unit_range(torch.arange(256, dtype=torch.uint8), None, "levels").double().numpy()
+        levels = to_unit_range(torch.arange(256, dtype=torch.uint8), None, "levels").double().numpy()
         total = counts.sum()
         mean = (counts * levels).sum() / total
         return float(np.sqrt((counts * (levels - mean) ** 2).sum() / (total - 1)))

@@ -1,9 +1,8 @@
-"""Image sources: scikit-learn digits, ``.npy``/``.npz`` arrays and folders of PNG/JPEG files;
-:func:`load_images` also dispatches to the dataset formats of :mod:`scorelab.data.formats`.
+"""Image sources: scikit-learn digits, ``.npy``/``.npz`` arrays and folders of PNG/JPEG files.
 
-Every loader returns a float32 tensor of shape ``(N, C, H, W)`` with values in ``[-1, 1]``
-(DESIGN.md, "Data conventions") and raises :class:`DataError` saying what is wrong with its
-input; nothing is clipped, and only the documented value mappings are applied.
+Every loader returns a float32 tensor of shape ``(N, C, H, W)`` with values in ``[-1, 1]`` (the
+conventions of :mod:`scorelab.data.validate`) and raises :class:`DataError` saying what is wrong
+with its input; nothing is clipped, and only the documented value mappings are applied.
 """
 
 from __future__ import annotations
@@ -16,65 +15,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from scorelab.data.errors import DataError
+from scorelab.data.validate import check_size, to_nchw, to_unit_range, validate_images
+from scorelab.errors import DataError
 
 DIGITS_SPLIT_SEED = 20240611
 DIGITS_N_TRAIN = 1437  # 80 % of the 1797 digits; the other 360 are held out
 SPLITS = ("train", "test", "all")
-CHANNELS = (1, 3, 4)
-MIN_SIZE, MAX_SIZE = 8, 256
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GRAY_MODES = ("1", "L", "LA")
 COLOR_MODES = ("P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
-
-
-# ---------------------------------------------------------------- validation
-
-
-def validate_images(x: Tensor, name: str = "images") -> Tensor:
-    """Check that ``x`` is a non-empty ``(N, C, H, W)`` floating tensor, finite, in ``[-1, 1]``.
-
-    Returns ``x`` unchanged so loaders can end with ``return validate_images(x, source)``.
-    """
-    if not isinstance(x, Tensor):
-        raise DataError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise DataError(f"{name}: expected shape (N, C, H, W), got {x.ndim} dims {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise DataError(f"{name}: no images (shape {tuple(x.shape)})")
-    if not x.is_floating_point():
-        raise DataError(f"{name}: expected a floating dtype, got {x.dtype}")
-    _check_finite(x, name)
-    _check_range(x, -1.0, 1.0, name)
-    return x
-
-
-def _check_finite(x: Tensor, name: str) -> None:
-    """Raise if ``x`` holds NaN or infinite values, naming how many."""
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise DataError(f"{name}: {bad} non-finite values (NaN or inf) out of {x.numel()}")
-
-
-def _check_range(x: Tensor, lo: float, hi: float, name: str) -> None:
-    """Raise if values of ``x`` lie outside ``[lo, hi]``, naming how many and the observed range."""
-    outside = int(((x < lo) | (x > hi)).sum())
-    if outside:
-        raise DataError(
-            f"{name}: {outside} values outside [{lo:g}, {hi:g}] "
-            f"(observed min {float(x.min()):g}, max {float(x.max()):g}); "
-            "pass value_range=(lo, hi) to map another range linearly onto [-1, 1]"
-        )
-
-
-def _check_size(x: Tensor, name: str) -> None:
-    """Raise unless height and width lie within ``[MIN_SIZE, MAX_SIZE]``."""
-    h, w = x.shape[-2:]
-    if not (MIN_SIZE <= h <= MAX_SIZE and MIN_SIZE <= w <= MAX_SIZE):
-        raise DataError(
-            f"{name}: image size {h}x{w} is outside the supported {MIN_SIZE}x{MIN_SIZE} "
-            f"to {MAX_SIZE}x{MAX_SIZE}"
-        )
 
 
 # ---------------------------------------------------------------- digits
@@ -144,9 +93,9 @@ def load_array(
     path = Path(path)
     name = str(path)
     array = _read_array(path, key)
-    x = _to_nchw(array, layout, name)
-    _check_size(x, name)
-    return validate_images(_to_unit_range(x, value_range, name), name)
+    x = to_nchw(array, layout, name)
+    check_size(x, name)
+    return validate_images(to_unit_range(x, value_range, name), name)
 
 
 def _read_array(path: Path, key: str | None) -> np.ndarray:
@@ -183,64 +132,6 @@ def _select_npz_array(npz: np.lib.npyio.NpzFile, key: str | None, path: Path) ->
         raise DataError(f"{path}: cannot read array {key!r} ({e})") from e
 
 
-def _to_nchw(array: np.ndarray, layout: str | None, name: str) -> Tensor:
-    """Reorder a 3-D or 4-D image array to ``(N, C, H, W)`` following :func:`load_array`'s rule."""
-    if array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim == 4:
-        layout = layout or _infer_layout(array.shape, name)
-        if layout == "NHWC":
-            array = array.transpose(0, 3, 1, 2)
-        elif layout != "NCHW":
-            raise DataError(f"{name}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
-    else:
-        raise DataError(
-            f"{name}: expected a 3-D (N, H, W) or 4-D (N, C, H, W) / (N, H, W, C) array, "
-            f"got {array.ndim} dims {array.shape}"
-        )
-    if array.shape[1] not in CHANNELS:
-        raise DataError(f"{name}: {array.shape[1]} channels; expected one of {CHANNELS}")
-    if array.shape[0] == 0:
-        raise DataError(f"{name}: no images (shape {array.shape})")
-    return torch.from_numpy(np.ascontiguousarray(array))
-
-
-def _infer_layout(shape: tuple[int, ...], name: str) -> str:
-    """``"NCHW"`` or ``"NHWC"`` from which of ``shape[1]``, ``shape[3]`` is a channel count."""
-    first, last = shape[1] in CHANNELS, shape[3] in CHANNELS
-    if first and not last:
-        return "NCHW"
-    if last and not first:
-        return "NHWC"
-    which = "both" if first else "neither"
-    raise DataError(
-        f"{name}: cannot tell the layout of shape {shape} ({which} of dims 1 and 3 is a channel "
-        f"count in {CHANNELS}); pass layout='NCHW' or layout='NHWC'"
-    )
-
-
-def _to_unit_range(x: Tensor, value_range: tuple[float, float] | None, name: str) -> Tensor:
-    """Map uint8 or floating values linearly onto [-1, 1] as float32, refusing values outside."""
-    if x.dtype == torch.uint8:
-        value_range = value_range or (0.0, 255.0)
-    elif not x.is_floating_point():
-        raise DataError(
-            f"{name}: unsupported dtype {x.dtype}; expected uint8 (0..255) or floating "
-            "values in [-1, 1] (or floating values with value_range=(lo, hi))"
-        )
-    if x.is_floating_point():
-        _check_finite(x, name)
-    if value_range is None:
-        _check_range(x, -1.0, 1.0, name)
-        return x.to(torch.float32)
-    lo, hi = (float(v) for v in value_range)
-    if not hi > lo:
-        raise DataError(f"{name}: value_range must have lo < hi, got {value_range}")
-    _check_range(x, lo, hi, name)
-    x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-    return ((x - lo) / (hi - lo) * 2 - 1).to(torch.float32)  # monotone rounding: stays in [-1, 1]
-
-
 # ---------------------------------------------------------------- folders
 
 
@@ -259,9 +150,9 @@ def load_folder(path: str | Path, mode: str | None = None) -> Tensor:
     _check_same_size(files, images)
     mode = mode or ("L" if all(im.mode in GRAY_MODES for im in images) else "RGB")
     arrays = [np.asarray(im.convert(mode), dtype=np.uint8) for im in images]
-    x = _to_nchw(np.stack(arrays), "NHWC" if mode == "RGB" else None, str(path))
-    _check_size(x, str(path))
-    return validate_images(_to_unit_range(x, None, str(path)), str(path))
+    x = to_nchw(np.stack(arrays), "NHWC" if mode == "RGB" else None, str(path))
+    check_size(x, str(path))
+    return validate_images(to_unit_range(x, None, str(path)), str(path))
 
 
 def _image_files(path: Path) -> list[Path]:
@@ -295,60 +186,3 @@ def _check_same_size(files: list[Path], images: list[Image.Image]) -> None:
                 f"{file}: size {im.size[0]}x{im.size[1]} (width x height) differs from "
                 f"{width}x{height} of {files[0].name}; all images in a folder must have one size"
             )
-
-
-# ---------------------------------------------------------------- dispatch
-
-
-def load_images(spec: str) -> Tensor:
-    """Images named by ``spec``, a name or a path with an optional ``:OPTION`` suffix:
-
-    - ``digits`` (train split) or ``digits:SPLIT``;
-    - a ``.npy``/``.npz`` file (``mmap:FILE.npy`` reads the same images; :func:`load_dataset` maps it);
-    - an IDX images file ``*-idx3-ubyte[.gz]`` (MNIST, Fashion-MNIST);
-    - an ``.mrc``/``.mrcs`` particle stack, ``:dataset`` (default), ``:per-image``, ``:standardize``
-      or ``:none`` choosing the normalisation of :func:`~scorelab.data.formats.load_mrc`;
-    - a folder: CIFAR-10's ``cifar-10-batches-py`` (holding ``data_batch_1`` or ``test_batch``) or one
-      holding MNIST's ``train-images-idx3-ubyte[.gz]`` / ``t10k-...``, with ``:train`` (default) or
-      ``:test``; else a folder of PNG/JPEG files.
-    """
-    from . import formats
-
-    if spec == "digits" or spec.startswith("digits:"):
-        return load_digits(spec.partition(":")[2] or "train")
-    if spec.startswith("mmap:"):
-        return load_array(spec.removeprefix("mmap:"))
-    path, option = split_option(spec)
-    if path.is_file() and path.name.endswith(("-idx3-ubyte", "-idx3-ubyte.gz")):
-        return formats.load_idx(_no_option(path, option))
-    if path.suffix.lower() in (".mrc", ".mrcs"):
-        return formats.load_mrc(path, option or "dataset")
-    if path.is_dir() and any((path / name).is_file() for name in ("data_batch_1", "test_batch")):
-        return formats.load_cifar10(path, option or "train")
-    if path.is_dir() and any(path.glob("*-images-idx3-ubyte*")):
-        return formats.load_idx(path, option or "train")
-    if path.suffix in (".npy", ".npz"):
-        return load_array(_no_option(path, option))
-    if path.is_dir():
-        return load_folder(_no_option(path, option))
-    raise DataError(
-        f"cannot load images from {spec!r}: it is not 'digits' or 'digits:SPLIT', "
-        "not a path ending in .npy or .npz (or mmap:FILE.npy), .mrc or .mrcs, not an IDX file named "
-        "*-idx3-ubyte[.gz], and not an existing directory (CIFAR-10 batches, MNIST IDX files or images)"
-    )
-
-
-def split_option(spec: str) -> tuple[Path, str | None]:
-    """``(path, option)`` from ``"PATH:OPTION"`` when ``PATH`` exists and ``spec`` itself does not;
-    else ``(Path(spec), None)``."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and head and tail and not Path(spec).exists() and Path(head).exists():
-        return Path(head), tail
-    return Path(spec), None
-
-
-def _no_option(path: Path, option: str | None) -> Path:
-    if option is not None:
-        raise DataError(f"{path}: takes no ':{option}' suffix (splits are for MNIST and CIFAR-10 folders, "
-                        "normalisations for MRC files)")
-    return path

@@ -1,16 +1,14 @@
-"""Rotated-shapes data set of the MAD paper (Sec. 5.3): clean renderings, the corruption, and quality measures.
+"""Rotated-shapes data set of the MAD paper (Sec. 5.3): the shapes, their clean renderings and the corruption.
 
     data = noisy_shapes(100_000, size=64, seed=0)     # data.noisy: (N, 1, 64, 64) float32 in [-1, 1]
-    scores = manifold_scores(samples)                 # best correlation with the clean shape manifold
-    summarize(scores)                                 # medians and the fraction of images per shape
 
 The clean distribution draws one of four shapes (:data:`SHAPES`, equal probability) and rotates it
 about the image centre by an angle uniform in ``[0, 2 pi)``. No shape has a rotational symmetry, so
 each shape's renderings form a closed curve (a 1-D manifold) in pixel space and the four curves are
 disjoint. :func:`corrupt` blots out parts of the shape with Gaussian bumps centred on its boundary,
 adds i.i.d. Gaussian pixel noise, clips and quantises to 8 bits; a diffusion model is trained on
-those noisy images only. :func:`manifold_scores` measures how close images (e.g. samples) lie to
-the clean manifolds.
+those noisy images only. :mod:`scorelab.metrics.shape_manifold` measures how close images (e.g.
+samples) lie to the clean manifolds, :mod:`scorelab.metrics.shapes` which shape they show.
 
 Geometry lives in normalised coordinates: ``x`` to the right and ``y`` up, the frame is
 ``[-1, 1]^2`` and pixel centres sit at ``+-(1 - 1/size)``; a positive angle turns the shape
@@ -23,12 +21,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from scorelab.data.errors import DataError
+from scorelab.errors import DataError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 _F64 = torch.float64
 TWO_PI = 2 * math.pi
@@ -166,7 +168,8 @@ SHAPES: tuple[str, ...] = tuple(_GEOMETRY)
 # ---------------------------------------------------------------- rendering
 
 
-def _check_size(size: int) -> int:
+def as_size(size: int) -> int:
+    """``size`` (an image side in pixels) as an ``int``, refusing anything but an integer >= :data:`MIN_SIZE`."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
         raise ValueError(f"size must be an integer >= {MIN_SIZE} pixels, got {size!r}")
     return int(size)
@@ -231,7 +234,7 @@ def render(shape: str, angle: float | Tensor, size: int = 64, *, antialias: bool
     float32, background -1, shape +1, with one-pixel anti-aliased edges unless ``antialias=False``.
     Angles are reduced modulo ``2 pi`` first, so ``0`` and ``2 pi`` render identically."""
     k = _shape_index(shape)
-    size = _check_size(size)
+    size = as_size(size)
     a = _as_angles(angle)
     images = _render(k, a.reshape(-1), size, antialias)
     return images[0] if a.ndim == 0 else images
@@ -304,7 +307,7 @@ def clean(n: int, size: int = 64, generator: torch.Generator | None = None) -> t
     (float64) from ``generator``."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
-    size = _check_size(size)
+    size = as_size(size)
     shape_index = torch.randint(0, len(SHAPES), (int(n),), generator=generator)
     angles = TWO_PI * torch.rand(int(n), generator=generator, dtype=_F64)
     images = torch.empty(int(n), 1, size, size)
@@ -343,10 +346,10 @@ def corrupt(
     (L 72 %, T 59 %, arrow 65 %, crescent 53 %) and breaks the rest into fragments - "blot out large
     parts of the shape" - whereas 0.04 erases ~90 % (nearly all of an L) and 0.02 only nibbles the
     edges. ``noise_std = 1.0`` (half the contrast) hides the fragments to the eye in most single
-    images; a matched filter (:func:`manifold_scores`) still names the right shape for ~85 % of
-    them at 64 px, so the data set as a whole carries the shapes. Clipping after the blots is our
-    choice (the paper does not say): without it blots would push the background below -1 and leave
-    a dark halo tracing the boundary. Draws from ``generator``: the boundary points
+    images; the shape classifier of :mod:`scorelab.metrics.shapes` still names the right shape for
+    at least 98 % of them at 64 px, so the data set as a whole carries the shapes. Clipping after
+    the blots is our choice (the paper does not say): without it blots would push the background
+    below -1 and leave a dark halo tracing the boundary. Draws from ``generator``: the boundary points
     (``rand(N, n_bumps)``, float64), then the noise (``randn`` per block of 1024 images).
     """
     if n_bumps < 0:
@@ -365,7 +368,7 @@ def corrupt(
     n, _, size, width = images.shape
     if size != width:
         raise DataError(f"images must be square, got {size}x{width}")
-    _check_size(size)
+    as_size(size)
     shape_index, angles = _check_labels(shape_index, angles, n)
 
     centres = boundary_points(shape_index, angles, n_bumps, generator)  # (n, K, 2)
@@ -388,6 +391,16 @@ def corrupt(
     return out
 
 
+class Corruption(TypedDict, total=False):
+    """Keyword arguments of :func:`corrupt`, any subset; :func:`noisy_shapes` records all of them."""
+
+    n_bumps: int
+    bump_width: float
+    bump_depth: float
+    noise_std: float
+    quantize: bool
+
+
 @dataclass(frozen=True, eq=False)
 class NoisyShapes:
     """A generated data set: ``noisy`` (the training images), their ``clean`` originals, labels
@@ -397,15 +410,15 @@ class NoisyShapes:
     clean: Tensor
     shape_index: Tensor
     angles: Tensor
-    params: dict[str, float] = field(default_factory=dict)
+    params: Corruption = field(default_factory=Corruption)
 
 
-def noisy_shapes(n: int, size: int = 64, seed: int = 0, **corruption: float) -> NoisyShapes:
+def noisy_shapes(n: int, size: int = 64, seed: int = 0, **corruption: Unpack[Corruption]) -> NoisyShapes:
     """The MAD paper's Sec. 5.3 training set: :func:`clean` images corrupted by :func:`corrupt`
     (keyword overrides in ``corruption``), both drawn from ``torch.Generator().manual_seed(seed)``
     in that order, so ``(n, size, seed, corruption)`` fixes the data set. The paper's 100 000 images at
     64 px take ~30 s on one CPU thread and 3.3 GB (noisy and clean, float32)."""
-    params: dict[str, float] = {
+    params: Corruption = {
         "n_bumps": N_BUMPS,
         "bump_width": BUMP_WIDTH,
         "bump_depth": BUMP_DEPTH,
@@ -418,132 +431,5 @@ def noisy_shapes(n: int, size: int = 64, seed: int = 0, **corruption: float) -> 
     params.update(corruption)
     generator = torch.Generator().manual_seed(seed)
     images, shape_index, angles = clean(n, size, generator)
-    noisy = corrupt(images, shape_index, angles, generator, **params)  # type: ignore[arg-type]
+    noisy = corrupt(images, shape_index, angles, generator, **params)
     return NoisyShapes(noisy, images, shape_index, angles, params)
-
-
-# ---------------------------------------------------------------- quality measures
-
-
-@lru_cache(maxsize=4)
-def _bank(size: int, n_angles: int) -> tuple[Tensor, Tensor, Tensor]:
-    angles = torch.arange(n_angles, dtype=_F64) * (TWO_PI / n_angles)
-    bank = torch.cat([_render(k, angles, size, True).reshape(n_angles, -1) for k in range(len(SHAPES))])
-    shape_index = torch.arange(len(SHAPES)).repeat_interleave(n_angles)
-    return bank, shape_index, angles.repeat(len(SHAPES))
-
-
-def reference_bank(size: int, n_angles: int = 360) -> tuple[Tensor, Tensor, Tensor]:
-    """Every shape at ``n_angles`` equally spaced angles ``2 pi j / n_angles``: renderings
-    ``(4 n_angles, size * size)`` float32 (shape-major), their ``shape_index`` and ``angles``
-    (float64). A sampled version of the clean manifolds (MAD paper, Sec. 5.3)."""
-    bank, shape_index, angles = _bank(_check_size(size), _check_n_angles(n_angles))
-    return bank.clone(), shape_index.clone(), angles.clone()
-
-
-def _check_n_angles(n_angles: int) -> int:
-    if isinstance(n_angles, bool) or not isinstance(n_angles, (int, np.integer)) or n_angles < 1:
-        raise ValueError(f"n_angles must be an integer >= 1, got {n_angles!r}")
-    return int(n_angles)
-
-
-@lru_cache(maxsize=4)
-def _standard_bank(size: int, n_angles: int) -> dict[str, Tensor]:
-    """The bank as float32 rows and as float64 rows, centred rows with their norms, unit-norm centred
-    float32 rows (for the correlation matmul) and squared row norms (for the distance matmul)."""
-    bank = _bank(size, n_angles)[0]
-    bank64 = bank.to(_F64)
-    centred = bank64 - bank64.mean(1, keepdim=True)
-    norm = centred.norm(dim=1)
-    return {
-        "bank": bank,
-        "bank64": bank64,
-        "centred": centred,
-        "norm": norm,
-        "unit": (centred / norm[:, None]).float(),
-        "sq": (bank64 * bank64).sum(1),
-    }
-
-
-def manifold_scores(
-    images: Tensor, size: int | None = None, n_angles: int = 360, chunk: int = 1024
-) -> dict[str, Tensor]:
-    """How close each image lies to the clean shape manifolds (no picture needed), against
-    :func:`reference_bank` ``(size, n_angles)``.
-
-    ``images``: ``(N, 1, size, size)``, ``(N, size, size)`` or, with ``size`` given, ``(N, size * size)``.
-    Returns per-image tensors:
-
-    - ``correlation``: best Pearson correlation with any rendering (float32). Pearson ignores an
-      intensity offset and a positive scale, so a faint but clean shape still scores ~1; a
-      constant image scores 0.
-    - ``shape``, ``angle``: shape index and angle of that best-correlated rendering.
-    - ``rmse``: root-mean-square distance (in [-1, 1] pixel units) to the nearest rendering.
-
-    A rendering on the angle grid scores 1; off the grid the grid spacing costs a little (see the
-    tests for measured values). Computed as float32 matmuls over ``chunk`` images at a time (memory
-    ``O(chunk * 4 n_angles)``); each image's winners are rescored in float64."""
-    x = _as_batch(images, size)
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
-    n, p = x.shape
-    side, n_angles = math.isqrt(p), _check_n_angles(n_angles)
-    _, bank_shape, bank_angle = _bank(side, n_angles)
-    ref = _standard_bank(side, n_angles)
-    correlation, rmse = torch.empty(n), torch.empty(n)
-    best = torch.empty(n, dtype=torch.long)
-    for lo in range(0, n, chunk):
-        xc = x[lo : lo + chunk].to(_F64)
-        centred = xc - xc.mean(1, keepdim=True)
-        norm = centred.norm(dim=1)
-        k = ((centred / norm.clamp_min(1e-12)[:, None]).float() @ ref["unit"].T).argmax(1)
-        corr = (centred * ref["centred"][k]).sum(1) / (norm * ref["norm"][k])
-        correlation[lo : lo + chunk] = corr.nan_to_num_(0.0).float()  # a constant image correlates 0
-        best[lo : lo + chunk] = k
-        d2 = ref["sq"] - 2 * (xc.float() @ ref["bank"].T).to(_F64)  # |x - r|^2 - |x|^2
-        j = d2.argmin(1)
-        rmse[lo : lo + chunk] = (xc - ref["bank64"][j]).pow_(2).mean(1).sqrt_().float()
-    return {"correlation": correlation, "rmse": rmse, "shape": bank_shape[best], "angle": bank_angle[best]}
-
-
-def _as_batch(images: Tensor, size: int | None) -> Tensor:
-    """``images`` as ``(N, size * size)``, checking the layout, dtype and finiteness."""
-    if not isinstance(images, Tensor) or not images.is_floating_point():
-        raise DataError(
-            f"images: expected a floating torch.Tensor, got {getattr(images, 'dtype', type(images).__name__)}"
-        )
-    shape = tuple(images.shape)
-    if images.ndim == 4 and shape[1] == 1 and shape[2] == shape[3]:
-        side = shape[2]
-    elif images.ndim == 3 and shape[1] == shape[2]:
-        side = shape[1]
-    elif images.ndim == 2 and size is not None and shape[1] == size * size:
-        side = size
-    else:
-        raise DataError(f"images: expected (N, 1, S, S), (N, S, S) or (N, size * size) with size given, got {shape}")
-    if size is not None and side != size:
-        raise DataError(f"images are {side}x{side} but size={size}")
-    _check_size(side)
-    if not bool(torch.isfinite(images).all()):
-        raise DataError("images: contain NaN or infinite values")
-    return images.detach().reshape(shape[0], side * side).cpu()
-
-
-def summarize(scores: dict[str, Tensor]) -> dict[str, float | int | dict[str, float]]:
-    """Median and mean best correlation, median RMSE and the fraction of images assigned to each
-    shape (by best correlation), from :func:`manifold_scores`. Clean data gives ~1/4 each; the default
-    noisy images do not (about L 0.36, T 0.25, arrow 0.25, crescent 0.14 at 32 and 64 px), as fragments
-    correlate best with the thin L, so compare fractions against that baseline, not only 1/4;
-    :func:`scorelab.metrics.shapes.shape_census` names the shapes of degraded images reliably."""
-    corr = scores["correlation"].double()
-    n = len(corr)
-    if n == 0:
-        raise ValueError("summarize: no scores (0 images)")
-    counts = torch.bincount(scores["shape"].long(), minlength=len(SHAPES)).double() / n
-    return {
-        "n": n,
-        "median_correlation": float(np.median(corr.numpy())),
-        "mean_correlation": float(corr.mean()),
-        "median_rmse": float(np.median(scores["rmse"].double().numpy())),
-        "shape_fraction": {name: float(counts[k]) for k, name in enumerate(SHAPES)},
-    }

@@ -2,7 +2,8 @@
 
 from scorelab.metrics.digits import DigitsClassifier, classify_digits, digits_quality, get_classifier
 from scorelab.metrics.distances import frechet_distance, frechet_distance_features, sliced_wasserstein
-from scorelab.metrics.fid import evaluate, kernel_inception_distance
+from scorelab.metrics.fid import kernel_inception_distance
+from scorelab.metrics.shape_manifold import manifold_scores
 from scorelab.metrics.shapes import classify_shapes, shape_census
 
 __all__ = [
@@ -10,11 +11,11 @@ __all__ = [
     "classify_digits",
     "classify_shapes",
     "digits_quality",
-    "evaluate",
     "frechet_distance",
     "frechet_distance_features",
     "get_classifier",
     "kernel_inception_distance",
+    "manifold_scores",
     "shape_census",
     "sliced_wasserstein",
 ]

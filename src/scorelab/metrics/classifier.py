@@ -1,11 +1,13 @@
 """What the dataset classifiers behind the quality measures share (:mod:`.digits`, :mod:`.shapes`):
-deterministic initialisation, the outlier-exposure loss, single-threaded training, an atomic
-safetensors cache, and the check of the images they are given."""
+the network skeleton, deterministic single-threaded training with the outlier-exposure loss, a
+safetensors cache keyed by the training recipe, and the check of the images they are given."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +20,61 @@ from torch import Tensor, nn
 from scorelab.checkpoint import atomic_write
 
 M = TypeVar("M", bound=nn.Module)
+FEATURES = 128  # width of the feature layer: the embedding a Frechet distance is measured in
+
+
+class ConvClassifier(nn.Module):
+    """A small CNN: 3x3 convolutions ``conv1``, ``conv2``, ... from ``channels[0]`` input channels,
+    each followed by a ReLU and, where ``pool`` says so, a 2x2 max-pool; then a :data:`FEATURES`-d
+    feature layer ``fc`` and one logit per class, ``head``.
+
+    It is built for ``side x side`` images; with ``resize``, images of another side are first
+    area-resized to it. :attr:`chunk` bounds how many images one forward pass of
+    :meth:`in_chunks` takes.
+    """
+
+    chunk = 2048
+
+    def __init__(self, channels: Sequence[int], pool: Sequence[bool], side: int, classes: int, *,
+                 resize: bool = False) -> None:
+        super().__init__()
+        if len(pool) != len(channels) - 1:
+            raise ValueError(f"one pool flag per convolution: {len(channels) - 1} convolutions, {len(pool)} flags")
+        for i, (c_in, c_out) in enumerate(itertools.pairwise(channels), start=1):
+            self.add_module(f"conv{i}", nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.pool, self.side, self.resize = tuple(pool), side, resize
+        out = side // 2 ** sum(self.pool)
+        self.fc = nn.Linear(channels[-1] * out * out, FEATURES)
+        self.head = nn.Linear(FEATURES, classes)
+
+    def convs(self) -> list[nn.Conv2d]:
+        """The convolutions in order."""
+        return [m for m in self.children() if isinstance(m, nn.Conv2d)]
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate (post-ReLU) features ``(N, FEATURES)`` of images ``(N, C, S, S)``."""
+        h = F.adaptive_avg_pool2d(x, self.side) if self.resize and x.shape[-1] != self.side else x
+        for conv, pool in zip(self.convs(), self.pool):
+            h = F.relu(conv(h))
+            if pool:
+                h = F.max_pool2d(h, 2)
+        return F.relu(self.fc(h.flatten(1)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(N, classes)``."""
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def in_chunks(self, x: Tensor, *, features: bool = False) -> Tensor:
+        """Logits (or, with ``features``, :meth:`features`) of images ``x``, :attr:`chunk` images at
+        a time as float32 on the model's device, returned on the CPU."""
+        device = next(self.parameters()).device
+        fn = self.features if features else self.forward
+        return torch.cat([fn(c.to(device, torch.float32)).cpu() for c in x.split(self.chunk)])
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Class probabilities ``(N, classes)`` of images ``x``: the softmax of :meth:`in_chunks`."""
+        return self.in_chunks(x).softmax(1)
 
 
 def init_weights(model: nn.Module, generator: torch.Generator) -> None:
@@ -27,7 +84,8 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 bound = module.weight[0].numel() ** -0.5
                 module.weight.uniform_(-bound, bound, generator=generator)
-                module.bias.uniform_(-bound, bound, generator=generator)
+                if module.bias is not None:
+                    module.bias.uniform_(-bound, bound, generator=generator)
 
 
 def outlier_exposure_loss(logits: Tensor, labels: Tensor, outlier_weight: float) -> Tensor:
@@ -56,9 +114,38 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def fit(model: M, losses: Callable[[M, torch.Generator], Iterable[Tensor]], steps: int, *, seed: int, lr: float,
+        weight_decay: float) -> M:
+    """Train ``model`` and return it in eval mode with gradients off.
+
+    Every draw comes from one generator seeded with ``seed``: first the weights
+    (:func:`init_weights`), then whatever ``losses(model, generator)`` draws for its batches. Each
+    loss it yields takes one Adam step (``weight_decay`` added to the gradient), the learning rate
+    decaying from ``lr`` to 0 along a cosine over ``steps`` steps. Runs on one CPU thread
+    (:func:`single_thread`), so the weights are the same on every machine.
+    """
+    with single_thread():
+        generator = torch.Generator().manual_seed(seed)
+        init_weights(model, generator)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        for loss in losses(model, generator):
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return model.eval().requires_grad_(False)
+
+
 def cache_dir() -> Path:
     """``$SCORELAB_CACHE`` if set, else ``~/.cache/scorelab``."""
     return Path(os.environ.get("SCORELAB_CACHE") or Path.home() / ".cache" / "scorelab").expanduser()
+
+
+def cache_file(stem: str, recipe: bytes) -> Path:
+    """``STEM-KEY.safetensors`` in :func:`cache_dir`, KEY the first 12 hex digits of the SHA-256 of
+    ``recipe`` (the training settings), so any change to the recipe trains a new file."""
+    return cache_dir() / f"{stem}-{hashlib.sha256(recipe).hexdigest()[:12]}.safetensors"
 
 
 def load_cached(model: M, path: Path) -> M | None:

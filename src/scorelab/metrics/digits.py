@@ -8,22 +8,16 @@ seen in training, so its accuracy on them is an honest check of the measure.
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from scorelab.data.images import digits, digits_split_indices
-from scorelab.metrics.classifier import (
-    cache_dir,
-    cached,
-    check_images,
-    init_weights,
-    outlier_exposure_loss,
-    single_thread,
-)
+from scorelab.metrics.classifier import ConvClassifier, cache_file, cached, check_images, fit, outlier_exposure_loss
 from scorelab.metrics.distances import frechet_distance_features
 
 VERSION = 1
@@ -37,25 +31,38 @@ CONFIDENT = 0.9
 CHUNK = 4096
 
 
-class DigitsClassifier(nn.Module):
-    """Conv 1->32->64 (3x3), max-pool to 4x4, a 128-d feature layer, then 10 logits."""
+class DigitsClassifier(ConvClassifier):
+    """Conv 1->32->64 (3x3), max-pool to 4x4, a 128-d feature layer, then 10 logits, on 8x8 images."""
+
+    chunk = CHUNK
 
     def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc = nn.Linear(64 * 4 * 4, 128)
-        self.head = nn.Linear(128, 10)
+        super().__init__((1, 32, 64), pool=(False, True), side=8, classes=10)
 
-    def features(self, x: Tensor) -> Tensor:
-        """Penultimate (post-ReLU) features, ``(N, 128)``, of images ``(N, 1, 8, 8)``."""
-        h = F.relu(self.conv1(x))
-        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
-        return F.relu(self.fc(h.flatten(1)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Class logits ``(N, 10)``."""
-        return self.head(self.features(x))
+class ClassStats(TypedDict):
+    """What :func:`digits_quality` reports for any set of images."""
+
+    confident_fraction: float
+    mean_confidence: float
+    class_histogram: list[float]
+
+
+class NearestDistance(TypedDict):
+    """Median and mean L2 distance of the samples to their nearest training image."""
+
+    median: float
+    mean: float
+
+
+class DigitsQuality(ClassStats, total=False):
+    """:func:`digits_quality`'s result: :class:`ClassStats`, plus the comparisons with a reference
+    set (``frechet_distance``, ``class_histogram_tv``) and with the training set
+    (``nearest_train_distance``) when those are given."""
+
+    frechet_distance: float
+    class_histogram_tv: float
+    nearest_train_distance: NearestDistance
 
 
 # ---------------------------------------------------------------- training
@@ -89,32 +96,21 @@ def loss_fn(model: DigitsClassifier, x: Tensor, labels: Tensor, generator: torch
 
 
 def train_classifier(seed: int = SEED, epochs: int = EPOCHS) -> DigitsClassifier:
-    """Train on the digits train split (Adam, cosine learning-rate decay to 0, :func:`loss_fn`).
+    """Train on the digits train split (:func:`~scorelab.metrics.classifier.fit`: Adam, cosine
+    learning-rate decay to 0, one CPU thread) with :func:`loss_fn`, in shuffled batches.
 
     Every draw comes from one generator seeded with ``seed``; the decay makes the final
-    held-out accuracy stable across seeds (0.98-0.99). Runs on one CPU thread.
+    held-out accuracy stable across seeds (0.98-0.99).
     """
-    with single_thread():
-        return _train(seed, epochs)
-
-
-def _train(seed: int, epochs: int) -> DigitsClassifier:
-    """The training loop of :func:`train_classifier`."""
     images, labels = digits("train")
-    generator = torch.Generator().manual_seed(seed)
-    model = DigitsClassifier()
-    init_weights(model, generator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+    def losses(model: DigitsClassifier, generator: torch.Generator) -> Iterator[Tensor]:
+        for _ in range(epochs):
+            for index in torch.randperm(len(images), generator=generator).split(BATCH_SIZE):
+                yield loss_fn(model, images[index], labels[index], generator)
+
     steps = epochs * -(-len(images) // BATCH_SIZE)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    for _ in range(epochs):
-        for index in torch.randperm(len(images), generator=generator).split(BATCH_SIZE):
-            loss = loss_fn(model, images[index], labels[index], generator)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return model.eval().requires_grad_(False)
+    return fit(DigitsClassifier(), losses, steps, seed=seed, lr=LR, weight_decay=WEIGHT_DECAY)
 
 
 # ---------------------------------------------------------------- cache
@@ -124,8 +120,7 @@ def cache_path() -> Path:
     """Weights file, keyed by the version, training settings and train split, so any change retrains."""
     recipe = f"{VERSION}-{SEED}-{EPOCHS}-{BATCH_SIZE}-{LR}-{WEIGHT_DECAY}-{OUTLIER_WEIGHT}".encode()
     train_index = digits_split_indices()["train"].numpy().tobytes()
-    key = hashlib.sha256(recipe + train_index).hexdigest()[:12]
-    return cache_dir() / f"digits-classifier-v{VERSION}-{key}.safetensors"
+    return cache_file(f"digits-classifier-v{VERSION}", recipe + train_index)
 
 
 def get_classifier(device: str | torch.device = "cpu") -> DigitsClassifier:
@@ -134,14 +129,6 @@ def get_classifier(device: str | torch.device = "cpu") -> DigitsClassifier:
 
 
 # ---------------------------------------------------------------- quality measure
-
-
-@torch.no_grad()
-def _apply(model: DigitsClassifier, x: Tensor, fn: str) -> Tensor:
-    """``model.forward`` or ``model.features`` over ``x`` in chunks, returned on the CPU."""
-    device = next(model.parameters()).device
-    method = getattr(model, fn)
-    return torch.cat([method(c.to(device, torch.float32)).cpu() for c in x.split(CHUNK)])
 
 
 def nearest_distances(x: Tensor, train: Tensor) -> Tensor:
@@ -153,7 +140,7 @@ def nearest_distances(x: Tensor, train: Tensor) -> Tensor:
     return torch.cat([torch.cdist(c, train, compute_mode=mode).amin(1) for c in x.split(1024)])
 
 
-def _class_stats(probs: Tensor) -> dict[str, float | list[float]]:
+def _class_stats(probs: Tensor) -> ClassStats:
     """Confident fraction, mean confidence and argmax-class histogram of softmax outputs."""
     confidence, label = probs.max(1)
     histogram = torch.bincount(label, minlength=10).double() / len(label)
@@ -167,12 +154,10 @@ def _class_stats(probs: Tensor) -> dict[str, float | list[float]]:
 def classify_digits(images: Tensor) -> Tensor:
     """Class probabilities ``(N, 10)`` of the digits classifier (trained and cached on first use)."""
     check_images(images, "images", 8)
-    return _apply(get_classifier(), images, "forward").softmax(1)
+    return get_classifier().probabilities(images)
 
 
-def digits_quality(
-    samples: Tensor, reference: Tensor | None = None, train: Tensor | None = None
-) -> dict:
+def digits_quality(samples: Tensor, reference: Tensor | None = None, train: Tensor | None = None) -> DigitsQuality:
     """Quality of generated digits ``(N, 1, 8, 8)`` as JSON-ready floats and lists.
 
     Always: ``confident_fraction`` (max softmax probability > 0.9), ``mean_confidence`` and
@@ -186,11 +171,11 @@ def digits_quality(
     if reference is not None:
         check_images(reference, "reference", 8)
     model = get_classifier()
-    result = _class_stats(classify_digits(samples))
+    result: DigitsQuality = {**_class_stats(classify_digits(samples))}
     if reference is not None:
-        ref_hist = _class_stats(_apply(model, reference, "forward").softmax(1))["class_histogram"]
+        ref_hist = _class_stats(model.probabilities(reference))["class_histogram"]
         tv = 0.5 * sum(abs(a - b) for a, b in zip(result["class_histogram"], ref_hist))
-        f_samples, f_ref = _apply(model, samples, "features"), _apply(model, reference, "features")
+        f_samples, f_ref = model.in_chunks(samples, features=True), model.in_chunks(reference, features=True)
         result["frechet_distance"] = frechet_distance_features(f_samples, f_ref)
         result["class_histogram_tv"] = float(tv)
     if train is not None:

@@ -12,7 +12,7 @@ PSD_TOL = 1e-6
 # ---------------------------------------------------------------- sliced Wasserstein
 
 
-def _as_rows(x: Tensor, name: str) -> Tensor:
+def as_rows(x: Tensor, name: str) -> Tensor:
     """``x`` as a finite floating ``(N, D)`` tensor, flattening trailing dims of ``(N, *shape)``."""
     x = torch.as_tensor(x)
     if x.ndim < 2 or len(x) == 0:
@@ -58,7 +58,7 @@ def sliced_wasserstein(
     N and M may differ. Inputs ``(N, *shape)`` are flattened. Without a ``generator`` the
     directions come from seed 0, so the value is reproducible.
     """
-    x, y = _as_rows(x, "x"), _as_rows(y, "y")
+    x, y = as_rows(x, "x"), as_rows(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x has {x.shape[1]} dims, y has {y.shape[1]}")
     generator = generator or torch.Generator().manual_seed(DEFAULT_SEED)
@@ -115,7 +115,7 @@ def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> fl
 
 def frechet_distance_features(f1: Tensor, f2: Tensor) -> float:
     """Fréchet distance between Gaussians fitted (mean, unbiased covariance) to features (N, D), (M, D)."""
-    f1, f2 = (_as_rows(f, name).double() for f, name in ((f1, "f1"), (f2, "f2")))
+    f1, f2 = (as_rows(f, name).double() for f, name in ((f1, "f1"), (f2, "f2")))
     if len(f1) < 2 or len(f2) < 2:
         raise ValueError(f"need at least 2 feature vectors per set, got {len(f1)} and {len(f2)}")
     return frechet_distance(f1.mean(0), torch.cov(f1.T), f2.mean(0), torch.cov(f2.T))

@@ -1,8 +1,12 @@
-"""FID and KID of generated samples: features from a pluggable extractor, cached reference statistics.
+"""FID and KID of generated samples' features: a pluggable feature extractor, cached reference
+statistics, and the metric from two sets of features.
 
 The standard extractor is torch-fidelity's Inception-v3 (``inception_extractor``), read from a local
 weights file; any ``Callable[[uint8 Tensor (N, C, H, W)], Tensor (N, D)]`` works in its place.
-torch-fidelity imports torchvision, so it is imported only inside ``inception_extractor``.
+torch-fidelity imports torchvision, so it is imported only inside ``inception_extractor``. Samples
+reach the extractor as uint8 (:func:`to_uint8`), as saved; the features of a model's samples come
+from ``scorelab.sample.generate(..., transform=lambda x: extractor(to_uint8(x)))``, so that only the
+features of each batch are kept, and sharded over ranks by ``generate_sharded`` under torchrun.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from .distances import _as_rows, frechet_distance
+from .distances import as_rows, frechet_distance
+
+if TYPE_CHECKING:
+    from ..data import MappedImages
 
 Extractor = Callable[[Tensor], Tensor]
 INCEPTION_NAME = "inception-v3-compat"  # torch-fidelity's registered name for this network
@@ -44,7 +51,7 @@ def kernel_inception_distance(features_a: Tensor, features_b: Tensor, subsets: i
     """KID (Bińkowski et al. 2018): the unbiased polynomial-kernel MMD² averaged over ``subsets`` random
     subsets of m = min(subset_size, N_a, N_b) rows of each set, drawn without replacement (subset i takes
     ``randperm(N_a)[:m]`` then ``randperm(N_b)[:m]`` from ``generator``; seed 0 without one). In float64."""
-    a, b = (_as_rows(f, name).double() for f, name in ((features_a, "features_a"), (features_b, "features_b")))
+    a, b = (as_rows(f, name).double() for f, name in ((features_a, "features_a"), (features_b, "features_b")))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"features_a has {a.shape[1]} dims, features_b has {b.shape[1]}")
     m = min(subset_size, len(a), len(b))
@@ -72,7 +79,7 @@ class ReferenceStats:
 
 def reference_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and unbiased covariance (float64) of features (N, D), N >= 2: the Gaussian FID compares."""
-    f = _as_rows(features, "features").double()
+    f = as_rows(features, "features").double()
     if len(f) < 2:
         raise ValueError(f"need at least 2 feature vectors, got {len(f)}")
     return f.mean(0), torch.cov(f.T).reshape(f.shape[1], f.shape[1])
@@ -134,7 +141,7 @@ def cached_reference(key: dict[str, Any], compute_fn: Callable[[], Tensor],
     stats = _read_cached(path, key_json)
     if stats is not None:
         return stats
-    features = _as_rows(compute_fn(), "reference features").detach().cpu()
+    features = as_rows(compute_fn(), "reference features").detach().cpu()
     mu, sigma = reference_statistics(features)
     tensors = {"mu": mu, "sigma": sigma, "features": features.contiguous()}
     meta = {"key": key_json, "sha256": _digest(tensors)}
@@ -150,45 +157,14 @@ def to_uint8(x: Tensor) -> Tensor:
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def image_features(images: Tensor, extractor: Extractor, batch_size: int = 1000, n: int | None = None) -> Tensor:
+def image_features(images: Tensor | MappedImages, extractor: Extractor, batch_size: int = 1000,
+                   n: int | None = None) -> Tensor:
     """Features of the first ``n`` (default all) images in [-1, 1], read ``batch_size`` at a time from a
     tensor or anything sliceable into tensors (a ``MappedImages`` then never loads the whole set)."""
     n = len(images) if n is None else min(n, len(images))
     chunks = [extractor(to_uint8(torch.as_tensor(images[i:min(i + batch_size, n)]))).detach().cpu()
               for i in range(0, n, batch_size)]
     return torch.cat(chunks)
-
-
-def sample_features(denoiser: Any, shape: Sequence[int], seeds: Sequence[int], extractor: Extractor, *,
-                    codec: Any = None, batch_size: int = 1000, **sampler_settings: Any) -> Tensor:
-    """Features (len(seeds), D) of the samples of ``seeds``, generated ``batch_size`` at a time (a latent
-    run's codes decoded by ``codec`` first). Row i depends on seeds[i] alone, so this is the unit a
-    sharded evaluation splits: each rank takes a slice of the seeds and the rows are gathered in order."""
-    from ..sample.generate import generate
-
-    chunks = []
-    for start in range(0, len(seeds), batch_size):
-        x, _ = generate(denoiser, shape, list(seeds[start:start + batch_size]), batch_size=batch_size,
-                        **sampler_settings)
-        if not bool(torch.isfinite(x).all()):
-            raise RuntimeError("the sampler produced non-finite values; check the checkpoint and the sigma range")
-        x = codec.decode(x) if codec is not None else x
-        chunks.append(extractor(to_uint8(x)).detach().cpu())
-    return torch.cat(chunks)
-
-
-def sharded_features(denoiser: Any, shape: Sequence[int], seeds: Sequence[int], extractor: Extractor, *,
-                     device: torch.device | str = "cpu", **options: Any) -> Tensor:
-    """:func:`sample_features` under torchrun: each rank computes the rows of a contiguous block of
-    ``seeds`` and every rank gets all rows back in seed order, equal to one process's."""
-    from .. import distributed
-
-    with distributed.process_group(torch.device(device)):
-        parts = distributed.over_blocks(
-            lambda block: sample_features(denoiser, shape, block, extractor, device=device, **options), seeds)
-    if not parts:
-        raise ValueError("need at least one seed")
-    return torch.cat(parts)
 
 
 def metric_from_features(features: Tensor, reference: ReferenceStats, metric: str = "fid", *,
@@ -201,24 +177,6 @@ def metric_from_features(features: Tensor, reference: ReferenceStats, metric: st
         return kernel_inception_distance(features, reference.features, kid_subsets, kid_subset_size,
                                          torch.Generator().manual_seed(kid_seed))
     raise ValueError(f"unknown metric {metric!r}; choose fid or kid")
-
-
-def evaluate(denoiser: Any, shape: Sequence[int], seeds: Sequence[int], reference_images: Tensor | ReferenceStats,
-             extractor: Extractor, *, metric: str = "fid", codec: Any = None, batch_size: int = 1000,
-             kid_subsets: int = 100, kid_subset_size: int = 1000, kid_seed: int = 0,
-             **sampler_settings: Any) -> float:
-    """FID or KID of the samples of ``seeds`` (``generate``'s ``sampler``, ``steps``, ``device`` ... in
-    ``sampler_settings``) against ``reference_images`` in [-1, 1] or their precomputed statistics
-    (:func:`cached_reference`). Samples and references reach ``extractor`` as uint8, as saved."""
-    if metric not in ("fid", "kid"):
-        raise ValueError(f"unknown metric {metric!r}; choose fid or kid")
-    if not isinstance(reference_images, ReferenceStats):
-        features = image_features(reference_images, extractor, batch_size)
-        reference_images = ReferenceStats(*reference_statistics(features), features)
-    features = sample_features(denoiser, shape, seeds, extractor, codec=codec, batch_size=batch_size,
-                               **sampler_settings)
-    return metric_from_features(features, reference_images, metric, kid_subsets=kid_subsets,
-                                kid_subset_size=kid_subset_size, kid_seed=kid_seed)
 
 
 # ---------------------------------------------------------------- torch-fidelity's Inception-v3

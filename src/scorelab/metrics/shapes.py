@@ -2,10 +2,10 @@
 shapes an image shows, robust to the erosion that both the corruption and MAD's soft thresholding
 cause, and unconfident on images that show none of them.
 
-:func:`scorelab.data.shapes.manifold_scores` names the shape of an image by its best-correlated
-clean rendering. That matched filter misreads eroded shapes: fragments correlate best with the
-thin L and compact remains with the arrowhead, so the noisy training data, a quarter of each
-shape by construction, read L 0.34 / T 0.28 / arrow 0.25 / crescent 0.13. This small CNN is
+:func:`scorelab.metrics.shape_manifold.manifold_scores` names the shape of an image by its
+best-correlated clean rendering. That matched filter misreads eroded shapes: fragments correlate
+best with the thin L and compact remains with the arrowhead, so the noisy training data, a quarter
+of each shape by construction, read L 0.34 / T 0.28 / arrow 0.25 / crescent 0.13. This small CNN is
 trained instead on labelled renderings (:func:`scorelab.data.shapes.clean`) under the paper's
 corruption, under erosion without noise, under random milder or harsher corruptions, and at
 random contrast and brightness, with outlier exposure (Hendrycks et al. 2019) on noise and on
@@ -16,20 +16,21 @@ minutes on one CPU thread) and cached as safetensors, like :mod:`scorelab.metric
 
 from __future__ import annotations
 
-import hashlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from scorelab.data.shapes import SHAPES, clean, corrupt
+from scorelab.data.shapes import SHAPES, Corruption, as_size, clean, corrupt
 from scorelab.metrics.classifier import (
-    cache_dir,
+    ConvClassifier,
+    cache_file,
     cached,
     check_images,
-    init_weights,
+    fit,
     outlier_exposure_loss,
     single_thread,
 )
@@ -46,28 +47,22 @@ SIDE = 32  # the network sees every image area-resized to SIDE x SIDE
 CHUNK = 2048
 
 
-class ShapesClassifier(nn.Module):
-    """Conv 1->16->32->64 (3x3, each followed by a 2x2 max-pool) on 32x32, a 128-d feature layer,
-    then one logit per shape."""
+class ShapesClassifier(ConvClassifier):
+    """Conv 1->16->32->64 (3x3, each followed by a 2x2 max-pool) on images area-resized to 32x32, a
+    128-d feature layer, then one logit per shape, in the order of :data:`scorelab.data.shapes.SHAPES`."""
+
+    chunk = CHUNK
 
     def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.fc = nn.Linear(64 * 4 * 4, 128)
-        self.head = nn.Linear(128, len(SHAPES))
+        super().__init__((1, 16, 32, 64), pool=(True, True, True), side=SIDE, classes=len(SHAPES), resize=True)
 
-    def features(self, x: Tensor) -> Tensor:
-        """Penultimate (post-ReLU) features ``(N, 128)`` of images ``(N, 1, S, S)`` in [-1, 1]."""
-        h = F.adaptive_avg_pool2d(x, SIDE) if x.shape[-1] != SIDE else x
-        for conv in (self.conv1, self.conv2, self.conv3):
-            h = F.max_pool2d(F.relu(conv(h)), 2)
-        return F.relu(self.fc(h.flatten(1)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Shape logits ``(N, 4)`` in the order of :data:`scorelab.data.shapes.SHAPES`."""
-        return self.head(self.features(x))
+class ShapeCensus(TypedDict):
+    """The result of :func:`shape_census`."""
+
+    shape_fraction: dict[str, float]
+    confident_fraction: float
+    confident_shape_fraction: dict[str, float]
 
 
 # ---------------------------------------------------------------- training data
@@ -129,7 +124,7 @@ def training_batch(n: int, size: int, generator: torch.Generator) -> tuple[Tenso
         raise ValueError(f"n must be divisible by 4, got {n}")
     images, shape_index, angles = clean(n, size, generator)
     q = n // 4
-    groups = [
+    groups: list[Corruption] = [
         {},
         {"n_bumps": int(torch.randint(10, 81, (), generator=generator)),
          "bump_width": _uniform(generator, 0.02, 0.045), "noise_std": 0.0},
@@ -152,21 +147,15 @@ def loss_fn(model: ShapesClassifier, size: int, generator: torch.Generator) -> T
 
 
 def train_classifier(size: int = 64, seed: int = SEED, steps: int = STEPS) -> ShapesClassifier:
-    """Train on freshly drawn batches of ``size``-pixel images (Adam, cosine decay to 0), every
-    draw from one generator seeded with ``seed``, on one CPU thread."""
-    with single_thread():
-        generator = torch.Generator().manual_seed(seed)
-        model = ShapesClassifier()
-        init_weights(model, generator)
-        optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    """Train on ``steps`` freshly drawn batches of ``size``-pixel images (:func:`loss_fn`;
+    :func:`~scorelab.metrics.classifier.fit`: Adam, cosine decay to 0, one CPU thread), every draw
+    from one generator seeded with ``seed``."""
+
+    def losses(model: ShapesClassifier, generator: torch.Generator) -> Iterator[Tensor]:
         for _ in range(steps):
-            loss = loss_fn(model, size, generator)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return model.eval().requires_grad_(False)
+            yield loss_fn(model, size, generator)
+
+    return fit(ShapesClassifier(), losses, steps, seed=seed, lr=LR, weight_decay=WEIGHT_DECAY)
 
 
 # ---------------------------------------------------------------- cache and measure
@@ -175,14 +164,12 @@ def train_classifier(size: int = 64, seed: int = SEED, steps: int = STEPS) -> Sh
 def cache_path(size: int) -> Path:
     """Weights file for ``size``-pixel images, keyed by the version and training settings."""
     recipe = f"{VERSION}-{size}-{SEED}-{STEPS}-{BATCH_SIZE}-{LR}-{WEIGHT_DECAY}-{OUTLIER_WEIGHT}-{SIDE}"
-    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
-    return cache_dir() / f"shapes-classifier-v{VERSION}-{size}px-{key}.safetensors"
+    return cache_file(f"shapes-classifier-v{VERSION}-{size}px", recipe.encode())
 
 
 def get_classifier(size: int = 64, device: str | torch.device = "cpu") -> ShapesClassifier:
     """The classifier for ``size``-pixel images: loaded from the cache, or trained and cached first."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an integer >= 8 pixels, got {size!r}")
+    size = as_size(size)
     return cached(ShapesClassifier, lambda: train_classifier(size), cache_path(size)).to(device)
 
 
@@ -192,13 +179,11 @@ def classify_shapes(images: Tensor, model: ShapesClassifier | None = None) -> Te
     ``model`` or the cached classifier for ``S``-pixel images."""
     check_images(images, "images")
     model = get_classifier(images.shape[-1]) if model is None else model
-    device = next(model.parameters()).device
     with single_thread():
-        logits = [model(c.to(device, torch.float32).clamp(-1, 1)).cpu() for c in images.split(CHUNK)]
-    return torch.cat(logits).softmax(1)
+        return model.probabilities(images.clamp(-1, 1))
 
 
-def shape_census(images: Tensor, model: ShapesClassifier | None = None) -> dict[str, float | dict[str, float]]:
+def shape_census(images: Tensor, model: ShapesClassifier | None = None) -> ShapeCensus:
     """How many images show each shape, by :func:`classify_shapes`:
 
     - ``shape_fraction``: fraction of all images whose most probable shape is each shape;

@@ -21,7 +21,7 @@ RESIDUAL = "-gaussian"
 
 
 def build_denoiser(model: str, data_shape: Sequence[int], sigma_data: float,
-                   options: dict[str, Any] | None = None) -> nn.Module:
+                   options: dict[str, Any] | None = None) -> EDMPrecond:
     """The preconditioned network named ``model`` for data of shape ``data_shape`` (one example).
     ``mlp-gaussian`` and ``unet-gaussian`` are :class:`GaussianResidual` models; their option
     ``gaussian_rank`` sizes the Gaussian, whose statistics are then loaded or fitted (``train``)."""
@@ -36,9 +36,9 @@ def build_denoiser(model: str, data_shape: Sequence[int], sigma_data: float,
         D = math.prod(shape)
         if not isinstance(rank, int) or not 1 <= rank <= D:
             raise ValueError(f"model {model!r} needs the option gaussian_rank, an integer in [1, {D}]")
-        base = build_denoiser(model[: -len(RESIDUAL)], shape, sigma_data, options)
+        net = _network(model[: -len(RESIDUAL)], shape, options)
         placeholder = Gaussian(torch.zeros(shape), U=torch.eye(D)[:, :rank], lam=torch.ones(rank))
-        return GaussianResidual(base.net, placeholder, sigma_data)
+        return GaussianResidual(net, placeholder, sigma_data)
     if model in ("ncsn", "ncsn-mlp"):  # networks that output a score (NCSN style)
         if model == "ncsn-mlp":
             if len(shape) != 1:
@@ -51,16 +51,19 @@ def build_denoiser(model: str, data_shape: Sequence[int], sigma_data: float,
 
             options["levels"] = parse_levels(options["levels"]).tolist()
         return ScorePrecond(NCSN(shape[0], shape[1:], **options), sigma_data)
+    return EDMPrecond(_network(model, shape, options), sigma_data)
+
+
+def _network(model: str, shape: tuple[int, ...], options: dict[str, Any]) -> nn.Module:
+    """The raw network ``F(x, c_noise)`` of ``mlp`` or ``unet``, before its preconditioning."""
     if model == "mlp":
         if len(shape) != 1:
             raise ValueError(f"model 'mlp' needs vector data (N, D); this data has examples of shape {shape} "
                              "(use --model unet for images)")
-        net: nn.Module = MLP(shape[0], **options)
-    elif model == "unet":
+        return MLP(shape[0], **options)
+    if model == "unet":
         if len(shape) != 3:
             raise ValueError(f"model 'unet' needs images (N, C, H, W); this data has examples of shape {shape} "
                              "(use --model mlp for vectors)")
-        net = UNet(shape[0], shape[1:], **options)
-    else:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    return EDMPrecond(net, sigma_data)
+        return UNet(shape[0], shape[1:], **options)
+    raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..denoiser import append_dims, as_sigma
 from .embedding import FourierEmbedding
 from .precond import EDMPrecond
-from .unet import image_sides
+from .unet import EmbSequential, image_sides
 
 
 class ScorePrecond(EDMPrecond):
@@ -97,6 +97,8 @@ class NCSN(nn.Module):
     nearest level, one learned embedding per level (NCSN); otherwise on ``log sigma`` through a
     Fourier embedding (continuous conditioning)."""
 
+    log_levels: Tensor | None  # (L,) log sigmas of the levels (a buffer), None for continuous conditioning
+
     def __init__(self, in_channels: int, image_size: int | Sequence[int], channels: int = 64,
                  channel_mult: Sequence[int] | None = None, num_res_blocks: int = 1,
                  levels: Sequence[float] | None = None) -> None:
@@ -120,7 +122,7 @@ class NCSN(nn.Module):
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         widths, c = [], channels
         for m in mult:
-            blocks = nn.ModuleList()
+            blocks = EmbSequential()
             for _ in range(num_res_blocks):
                 blocks.append(CondResBlock(c, channels * m, cond_dim))
                 c = channels * m
@@ -147,8 +149,7 @@ class NCSN(nn.Module):
         h = self.conv_in(x)
         skips = []
         for i, blocks in enumerate(self.down):
-            for block in blocks:
-                h = block(h, cond)
+            h = blocks(h, cond)
             skips.append(h)
             if i < len(self.down) - 1:
                 h = F.avg_pool2d(h, 2, ceil_mode=True)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
 from ..denoiser import append_dims, as_sigma
+
+if TYPE_CHECKING:
+    from ..analytic.gaussian import Gaussian
 
 
 class EDMPrecond(nn.Module):
@@ -35,10 +40,11 @@ class EDMPrecond(nn.Module):
         sd2 = self.sigma_data**2
         c_skip = sd2 / (s**2 + sd2)
         c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
-        return self.skip(x, sigma, c_skip) + c_out * self.network(x, sigma)
+        return self.bypass(x, sigma, c_skip) + c_out * self.network(x, sigma)
 
-    def skip(self, x: Tensor, sigma: Tensor, c_skip: Tensor) -> Tensor:
-        """The part of D that bypasses the network: ``c_skip x``."""
+    def bypass(self, x: Tensor, sigma: Tensor, c_skip: Tensor) -> Tensor:
+        """The part of D that bypasses the network: EDM's skip connection ``c_skip x``, with
+        ``c_skip = sigma_d^2 / (sigma^2 + sigma_d^2)`` (Karras et al. 2022, eq. 7 and Table 1)."""
         return c_skip * x
 
 
@@ -49,11 +55,14 @@ class GaussianResidual(EDMPrecond):
     the untrained model is exactly the Gaussian denoiser; the network learns what the Gaussian
     misses, which at high noise is almost nothing."""
 
-    def __init__(self, net: nn.Module, gaussian: nn.Module, sigma_data: float = 0.5) -> None:
+    def __init__(self, net: nn.Module, gaussian: Gaussian, sigma_data: float = 0.5) -> None:
         super().__init__(net, sigma_data)
         self.gaussian = gaussian
 
-    def skip(self, x: Tensor, sigma: Tensor, c_skip: Tensor) -> Tensor:
+    def bypass(self, x: Tensor, sigma: Tensor, c_skip: Tensor) -> Tensor:
+        """In place of EDM's ``c_skip x`` (Karras et al. 2022, eq. 7; ``c_skip`` is unused here): the
+        Gaussian's denoiser ``D_gauss(x, sigma) = mu + U diag(lam / (lam + sigma^2)) U^T (x - mu)``
+        (Gaussian-score paper, eq. 6 in the low-rank form of eq. 12), run in the Gaussian's dtype and returned in x's."""
         dtype = self.gaussian.mu.dtype
         return self.gaussian(x.to(dtype), sigma.to(dtype)).to(x.dtype)
 

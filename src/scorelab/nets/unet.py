@@ -78,13 +78,15 @@ class Downsample(nn.Conv2d):
 
 
 class Upsample(nn.Conv2d):
-    """Nearest-neighbour interpolation to an exact size, then a 3x3 convolution."""
+    """Nearest-neighbour interpolation to an exact size, then a 3x3 convolution: :meth:`upsample_to`.
+    Called as a module it is the convolution alone (``nn.Conv2d.forward``)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(channels, channels, 3, padding=1)
 
-    def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
-        return super().forward(F.interpolate(x, size=tuple(size), mode="nearest"))
+    def upsample_to(self, x: Tensor, size: Sequence[int]) -> Tensor:
+        """``x`` interpolated to ``size`` ``(H, W)`` (nearest neighbour), then convolved."""
+        return self(F.interpolate(x, size=tuple(size), mode="nearest"))
 
 
 class EmbSequential(nn.ModuleList):
@@ -172,7 +174,7 @@ class UNet(nn.Module):
         h = self.mid(h, emb)
         for layer in self.up:
             if isinstance(layer, Upsample):
-                h = layer(h, skips[-1].shape[-2:])
+                h = layer.upsample_to(h, skips[-1].shape[-2:])
             else:
                 h = layer(torch.cat([h, skips.pop()], dim=1), emb)
         return self.conv_out(F.silu(self.norm_out(h)))

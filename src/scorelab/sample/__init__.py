@@ -1,29 +1,41 @@
-"""Samplers: small pure functions, tensors in and tensors out (DESIGN.md)."""
+"""Samplers: small pure functions with one signature, tensors in and tensors out, in one registry
+(:data:`SAMPLERS`); teleportation, inpainting, sweeps and ``generate`` build on them."""
 
-from .common import CountNFE, check_sigmas, generators_for_seeds, noise_for_seeds, randn
-from .inpaint import inpaint, inpaint_heun, inpaint_langevin, side_mask
+from .common import CountNFE, Sampler, check_sigmas, generators_for_seeds, noise_for_seeds, randn
+from .generate import generate, generate_sharded
+from .inpaint import KnownPart, inpaint, read_mask, side_mask, unknown_rmse
 from .langevin import annealed_langevin, langevin
 from .mad import mad, mad_gamma
 from .ode import euler, heun
+from .registry import SAMPLERS, get_sampler
+from .sweep import parse_grid, sweep
 from .teleport import auto_skip, gaussian_agreement, teleport
 
 __all__ = [
+    "SAMPLERS",
     "CountNFE",
+    "KnownPart",
+    "Sampler",
     "annealed_langevin",
     "auto_skip",
     "check_sigmas",
     "euler",
     "gaussian_agreement",
+    "generate",
+    "generate_sharded",
     "generators_for_seeds",
+    "get_sampler",
     "heun",
     "inpaint",
-    "inpaint_heun",
-    "inpaint_langevin",
     "langevin",
     "mad",
     "mad_gamma",
     "noise_for_seeds",
+    "parse_grid",
     "randn",
+    "read_mask",
     "side_mask",
+    "sweep",
     "teleport",
+    "unknown_rmse",
 ]

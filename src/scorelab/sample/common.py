@@ -1,23 +1,39 @@
-"""Pieces every sampler shares: sigma-grid checks, per-sample seeded noise, NFE counting."""
+"""Pieces every sampler shares: the sampler signature, grid and start checks, per-sample seeded
+noise, NFE counting, and full-float32 matmuls for finite differences on CUDA."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 from ..denoiser import Denoiser
+from ..errors import SamplingError
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+Callback = Callable[[int, Tensor, Tensor, Tensor], None]
+"""``callback(i, sigma, x, denoised)``: step ``i``, its noise level, the state and the denoiser's estimate."""
 
 
-def check_sigmas(sigmas: Tensor | Sequence[float], x: Tensor) -> Tensor:
-    """The grid as a 1-D tensor in x's dtype/device; it must be finite and strictly decreasing,
-    positive except possibly for a trailing 0."""
+Sampler = Callable[..., Tensor]
+"""Every sampler has one signature (k-diffusion's)::
+
+    x = sampler(denoiser, x, sigmas, *, generator=None, callback=None, progress=False, **params)
+
+``x`` starts at ``sigmas[0]``; a trailing 0 in ``sigmas`` ends at the clean sample; ``generator`` (one,
+or one per sample) drives any noise the sampler draws; ``params`` are its own settings, keyword-only."""
+
+
+def check_sigmas(sigmas: Tensor | Sequence[float], x: Tensor, *, min_len: int = 2) -> Tensor:
+    """The grid as a 1-D tensor in x's dtype/device; it must hold at least ``min_len`` values, be
+    finite and strictly decreasing, positive except possibly for a trailing 0. ``x``, the state the
+    sampler starts from, must be a finite floating-point tensor."""
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
-    if sigmas.ndim != 1 or len(sigmas) < 2:
-        raise ValueError(f"sigmas must be a 1-D sequence of at least 2 values, got shape {tuple(sigmas.shape)}")
+    if sigmas.ndim != 1 or len(sigmas) < min_len:
+        raise ValueError(f"sigmas must be a 1-D sequence of at least {min_len} values, got shape "
+                         f"{tuple(sigmas.shape)}")
     if not bool(torch.isfinite(sigmas).all()):
         raise ValueError("sigmas must be finite")
     if not bool((sigmas[:-1] > 0).all()) or float(sigmas[-1]) < 0:
@@ -26,7 +42,17 @@ def check_sigmas(sigmas: Tensor | Sequence[float], x: Tensor) -> Tensor:
         raise ValueError("sigmas must be strictly decreasing")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"the starting state x holds {int((~torch.isfinite(x)).sum())} non-finite values")
     return sigmas.to(dtype=x.dtype, device=x.device)
+
+
+def check_finite_result(x: Tensor, sampler: str) -> Tensor:
+    """``x`` if it is finite; a :class:`~scorelab.errors.SamplingError` naming ``sampler`` otherwise."""
+    if not bool(torch.isfinite(x).all()):
+        raise SamplingError(f"the {sampler} sampler produced {int((~torch.isfinite(x)).sum())} non-finite values; "
+                            "check the model and the sigma range")
+    return x
 
 
 def generators_for_seeds(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
@@ -72,3 +98,18 @@ class CountNFE:
 
     def nfe(self, batch: int) -> float:
         return self.rows / batch
+
+
+@contextmanager
+def full_float32(enabled: bool = True) -> Iterator[None]:
+    """Turn off TF32 (10-bit mantissa) in CUDA convolutions and matmuls: a finite difference of two
+    network outputs divided by a small step (MAD's sigma-derivative) would be swamped by TF32 rounding."""
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -1,61 +1,52 @@
-"""Generate samples from seeds: the shared driver of the CLI, the demo and the benchmarks."""
+"""Generate samples from seeds: the shared driver of the command line, the demo, the evaluation and
+the benchmarks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .. import distributed
+from ..analytic import Gaussian
 from ..denoiser import Denoiser
 from ..schedules import karras
-from .common import CountNFE, noise_for_seeds
-from .langevin import annealed_langevin
-from .mad import mad
-from .ode import euler, heun
+from .common import CountNFE, check_finite_result, noise_for_seeds
+from .registry import get_sampler
 from .teleport import teleport
-
-SAMPLERS = {"euler": euler, "heun": heun, "mad": mad, "annealed-langevin": annealed_langevin}
-STOCHASTIC = ("heun", "annealed-langevin")  # samplers that draw noise from the per-sample generators
 
 
 @torch.no_grad()
 def generate(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[int], *, sampler: str = "heun",
-             steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
-             batch_size: int = 1000, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-             progress: bool = False, skip: int = 0, gaussian: Any = None, **options: Any) -> tuple[Tensor, float]:
-    """Samples (len(seeds), *shape) on a Karras grid, sample i from seeds[i] alone (so it does not
-    depend on the batch size), and the NFE per sample. ``options`` go to the sampler (``S_churn``
-    for Heun; ``a``, ``b``, ``p``, ``delta``, ``derivative`` for MAD; ``levels``, ``eps``,
-    ``steps_per_level``, ``denoise_last`` for annealed Langevin, which starts from N(0, levels[0]^2)).
-    ``skip > 0`` teleports over the first ``skip`` steps with the closed-form flow of ``gaussian``
-    (``sample.teleport``)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+             sigmas: Tensor | Sequence[float] | None = None, batch_size: int = 1000,
+             dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", progress: bool = False,
+             n_skip: int = 0, gaussian: Gaussian | None = None, transform: Callable[[Tensor], Tensor] | None = None,
+             **params: Any) -> tuple[Tensor, float]:
+    """Samples (len(seeds), *shape) from the registered ``sampler`` on the grid ``sigmas`` (default:
+    EDM's, ``karras(18)``), sample i from ``seeds[i]`` alone (its initial noise and every later draw come
+    from its own generator, so it does not depend on the batch it is drawn in), and the NFE per sample.
+    ``params`` go to the sampler. ``n_skip > 0`` teleports over the first ``n_skip`` steps with the
+    closed-form flow of ``gaussian`` (``sample.teleport``). ``transform``, if given, is applied to each
+    batch before it is kept (decode latent codes, extract features), so memory holds only its output.
+    Non-finite samples are an error (:class:`~scorelab.errors.SamplingError`), never returned."""
+    run = get_sampler(sampler)
     if batch_size < 1 or len(seeds) == 0:
         raise ValueError("need batch_size >= 1 and at least one seed")
-    if sampler == "annealed-langevin":  # its grid is the noise levels; options: eps, steps_per_level, denoise_last
-        options = dict(options)
-        sigmas = torch.as_tensor(options.pop("levels"), dtype=torch.float64)
-    else:
-        sigmas = karras(steps, sigma_min, sigma_max, rho)
+    sigmas = karras(18) if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
+    if n_skip:
+        if gaussian is None:
+            raise ValueError("teleporting (n_skip > 0) needs the data's Gaussian")
+        params = dict(params, gaussian=gaussian, n_skip=n_skip, sampler=sampler)
+        run = teleport
     counted = CountNFE(denoiser)
     out = []
-    with full_float32(sampler == "mad" and options.get("derivative", "central") != "exact"):
-        for start in range(0, len(seeds), batch_size):
-            chunk = seeds[start:start + batch_size]
-            noise, generators = noise_for_seeds(chunk, shape, dtype=dtype, device=device)
-            kwargs = dict(options, generator=generators) if sampler in STOCHASTIC else options
-            x = noise * sigmas[0].to(dtype)
-            if skip:
-                x = teleport(counted, x, sigmas, gaussian=gaussian, skip=skip, sampler=sampler, progress=progress,
-                             **kwargs)
-            else:
-                x = SAMPLERS[sampler](counted, x, sigmas, progress=progress, **kwargs)
-            out.append(x.cpu())
+    for start in range(0, len(seeds), batch_size):
+        noise, generators = noise_for_seeds(seeds[start:start + batch_size], shape, dtype=dtype, device=device)
+        x = run(counted, noise * sigmas[0].to(dtype), sigmas, generator=generators, progress=progress, **params)
+        check_finite_result(x, sampler)
+        out.append((x if transform is None else transform(x)).cpu())
     return torch.cat(out), counted.nfe(len(seeds))
 
 
@@ -72,16 +63,4 @@ def generate_sharded(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[i
     return torch.cat([samples for samples, _ in parts]), parts[0][1]
 
 
-@contextmanager
-def full_float32(enabled: bool = True) -> Iterator[None]:
-    """Turn off TF32 (10-bit mantissa) in CUDA convolutions and matmuls: MAD's finite differences
-    divide a difference of two network outputs by delta ~ 1e-3, which TF32 rounding would swamp."""
-    if not enabled:
-        yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+__all__ = ["generate", "generate_sharded"]

@@ -16,8 +16,7 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from ..denoiser import Denoiser, score_and_derivative
-from .common import check_sigmas
-from .ode import Callback
+from .common import Callback, Generators, check_sigmas, full_float32
 
 DERIVATIVES = ("forward", "central", "exact")
 
@@ -51,13 +50,14 @@ def mad(
     x: Tensor,
     sigmas: Tensor | Sequence[float],
     *,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    progress: bool = False,
     a: float,
     b: float,
     p: float,
     delta: float = 1e-3,
     derivative: str = "central",
-    callback: Callback | None = None,
-    progress: bool = False,
 ) -> Tensor:
     """Algorithm 1 of the MAD paper in the sigma-parametrisation, from ``x`` at ``sigmas[0]``.
 
@@ -66,7 +66,9 @@ def mad(
     ``m = (1 + gamma - b gamma / t^2)^-1`` (eq. 7). ``s'`` is ``"forward"`` (the paper:
     ``(S((1+delta)t) - S(t)) / (delta t)``), ``"central"`` (``S((1 +- delta) t)``; ``s`` is their
     mean) or ``"exact"`` (forward-mode autograd through the denoiser). The two evaluations of a
-    step are one denoiser call on a doubled batch. ``a = 1, b -> 0`` is the Euler sampler.
+    step are one denoiser call on a doubled batch. ``a = 1, b -> 0`` is the Euler sampler. On CUDA
+    the finite differences run in full float32 (:func:`full_float32`). Deterministic: ``generator``
+    is accepted for the shared signature and not used.
 
     The default is ``"central"``: for ``p <= 2``, ``m`` grows like ``1 / (2 t^2)`` as ``t -> 0`` and
     multiplies the derivative's error. On ``degenerate5`` (a = b = p = 1, delta = 1e-3, 40 Karras
@@ -92,12 +94,13 @@ def mad(
         )
     m = m.to(dtype=x.dtype, device=x.device)
     gammas = gammas.to(dtype=x.dtype, device=x.device)
-    for i in trange(len(sigmas) - 1, disable=not progress, desc="mad"):
-        t, t_next, gamma = sigmas[i], sigmas[i + 1], gammas[i]
-        s, ds, denoised = _score_and_derivative(denoiser, x, t, delta, derivative)
-        if callback is not None:
-            callback(i, t, x, denoised)
-        x = x - m[i] * (t_next - t) * t * ((1 + gamma) * s + (b * gamma / (2 * t)) * ds)
+    with full_float32(derivative != "exact" and x.is_cuda):
+        for i in trange(len(sigmas) - 1, disable=not progress, desc="mad"):
+            t, t_next, gamma = sigmas[i], sigmas[i + 1], gammas[i]
+            s, ds, denoised = _score_and_derivative(denoiser, x, t, delta, derivative)
+            if callback is not None:
+                callback(i, t, x, denoised)
+            x = x - m[i] * (t_next - t) * t * ((1 + gamma) * s + (b * gamma / (2 * t)) * ds)
     return x
 
 

@@ -4,20 +4,19 @@ with sigma(t) = t, s(t) = 1)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import Tensor
 from tqdm.auto import trange
 
 from ..denoiser import Denoiser
-from .common import Generators, check_sigmas, randn
-
-Callback = Callable[[int, Tensor, Tensor, Tensor], None]
+from .common import Callback, Generators, check_sigmas, randn
 
 
-def euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *,
+def euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, generator: Generators = None,
           callback: Callback | None = None, progress: bool = False) -> Tensor:
-    """Euler steps of the PF-ODE; one evaluation per step. ``x`` starts at sigmas[0]."""
+    """Euler steps of the PF-ODE; one evaluation per step. ``x`` starts at sigmas[0]. Deterministic:
+    ``generator`` is accepted for the shared signature and not used."""
     sigmas = check_sigmas(sigmas, x)
     for i in trange(len(sigmas) - 1, disable=not progress, desc="euler"):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -35,9 +34,9 @@ def churn_gamma(sigma: float, n_steps: int, S_churn: float, S_min: float, S_max:
     return min(S_churn / n_steps, math.sqrt(2) - 1)
 
 
-def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *,
-         S_churn: float = 0.0, S_min: float = 0.0, S_max: float = math.inf, S_noise: float = 1.0,
-         generator: Generators = None, callback: Callback | None = None, progress: bool = False) -> Tensor:
+def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, generator: Generators = None,
+         callback: Callback | None = None, progress: bool = False, S_churn: float = 0.0, S_min: float = 0.0,
+         S_max: float = math.inf, S_noise: float = 1.0) -> Tensor:
     """Heun's second-order PF-ODE sampler (Karras et al. 2022, Algorithm 1; with S_churn > 0 the
     stochastic Algorithm 2). The last step to sigma = 0 is an Euler step: 2N - 1 evaluations
     for N steps ending at 0. ``generator`` (one, or one per sample) drives the churn noise."""

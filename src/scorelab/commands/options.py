@@ -1,0 +1,139 @@
+"""Option groups that several commands share, each declared once, and what turns them into the
+library's arguments: the model to load, the device, the Karras grid, MAD's and Langevin's settings,
+seeds and number lists."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..runs import PRETRAINED, Run
+from ..sample import SAMPLERS
+from ..sample.mad import DERIVATIVES
+
+Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+NCSN_LEVELS = "geometric:1:0.01:10"  # Song & Ermon 2019's levels, for a run trained without --levels
+
+
+def add_model(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    """``RUN`` (a run directory, a checkpoint or weights file, or pretrained:NAME) and ``--weights``."""
+    parser.add_argument("run", nargs="?" if optional else None, metavar="RUN",
+                        help=f"run directory, checkpoint or exported weights file, or {PRETRAINED}NAME (a model "
+                             "shipped with scorelab)")
+    parser.add_argument("--weights", default="ema", choices=["ema", "model"],
+                        help="the EMA weights (default) or the raw ones")
+
+
+def add_device(parser: Parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:1, mps")
+
+
+def device(args: argparse.Namespace) -> torch.device:
+    """The device of ``--device``; under torchrun a GPU becomes the local rank's."""
+    from ..distributed import device_for
+    from ..train import resolve_device
+
+    return device_for(resolve_device(args.device))
+
+
+def open_model(args: argparse.Namespace, on: torch.device) -> Run:
+    """The :class:`~scorelab.runs.Run` named by ``RUN`` (or ``--pretrained NAME``) with ``--weights``."""
+    pretrained = getattr(args, "pretrained", None)
+    if (args.run is None) == (pretrained is None):
+        raise ValueError("give either a run directory / checkpoint file or --pretrained NAME")
+    return Run.open(args.run if pretrained is None else PRETRAINED + pretrained, weights=args.weights, device=on)
+
+
+def add_out(parser: Parser, default: str) -> None:
+    parser.add_argument("--out", type=Path, help=f"output directory (default {default})")
+
+
+def add_grid(parser: Parser) -> None:
+    """``--steps``, ``--sigma-min``, ``--sigma-max``, ``--rho``: the Karras grid (EDM's defaults)."""
+    parser.add_argument("--steps", type=int, default=18, help="ODE steps (default 18)")
+    parser.add_argument("--sigma-min", type=float, default=0.002, help="smallest noise level (default 0.002)")
+    parser.add_argument("--sigma-max", type=float, default=80.0, help="largest noise level (default 80)")
+    parser.add_argument("--rho", type=float, default=7.0, help="Karras et al.'s rho (default 7)")
+
+
+def grid(args: argparse.Namespace) -> Tensor:
+    """The Karras grid of :func:`add_grid`'s options (Karras et al. 2022, eq. 5), ending in 0."""
+    from ..schedules import karras
+
+    return karras(args.steps, args.sigma_min, args.sigma_max, args.rho)
+
+
+def add_sampler(parser: Parser, default: str = "heun", choices: Sequence[str] | None = None) -> None:
+    names = list(choices or SAMPLERS)
+    parser.add_argument("--sampler", default=default, choices=names,
+                        help=f"one of the registered samplers (default {default})")
+
+
+def add_mad(parser: argparse.ArgumentParser) -> None:
+    """MAD's parameters (MAD paper, Algorithm 1): gamma solves a gamma^(2/p) + b gamma = sigma^2."""
+    group = parser.add_argument_group("MAD (--sampler mad): extended-score inference, MAD paper Algorithm 1; "
+                                      "at each level gamma solves a gamma^(2/p) + b gamma = sigma^2")
+    group.add_argument("--a", type=float, default=1.0, help="a of that equation (default 1)")
+    group.add_argument("--b", type=float, default=1.0, help="b of that equation, MAD's strength: the step "
+                       "follows (1 + gamma) S + b gamma / (2 sigma) dS/dsigma (default 1)")
+    group.add_argument("--p", type=float, default=1.0, help="p of that equation (default 1)")
+    group.add_argument("--delta", type=float, default=1e-3,
+                       help="relative sigma step of the finite-difference dS/dsigma (default 1e-3)")
+    group.add_argument("--derivative", default="central", choices=list(DERIVATIVES),
+                       help="dS/dsigma by central (default) or forward differences, or exact (forward-mode AD)")
+
+
+def mad_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"a": args.a, "b": args.b, "p": args.p, "delta": args.delta, "derivative": args.derivative}
+
+
+def add_langevin(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """``--levels``, ``--eps``, ``--steps-per-level``: annealed Langevin dynamics (NCSN's defaults)."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--levels", help="noise levels KIND:SIGMA_MAX:SIGMA_MIN:L, KIND geometric, linear or sqrt "
+                       f"(default: the run's --levels, else {NCSN_LEVELS})")
+    group.add_argument("--eps", type=float, default=2e-5, help="step size at the last level (default 2e-5)")
+    group.add_argument("--steps-per-level", type=int, default=100, help="Langevin steps per level (default 100)")
+    return group
+
+
+def langevin_levels(args: argparse.Namespace, model: Run, denoise_last: bool) -> Tensor:
+    """The levels of ``--levels`` (else the run's, else NCSN's), with a trailing 0 for the final
+    denoising step when ``denoise_last``."""
+    from ..schedules import parse_levels
+
+    levels = parse_levels(args.levels or model.config.get("levels") or NCSN_LEVELS)
+    return torch.cat([levels, levels.new_zeros(1)]) if denoise_last else levels
+
+
+def langevin_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {"eps": args.eps, "steps_per_level": args.steps_per_level}
+
+
+def floats(text: str, what: str) -> list[float]:
+    """Comma-separated numbers; a clear error naming the option otherwise."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} takes comma-separated numbers, got {text!r}") from None
+
+
+def seed_range(first: int, n: int, what: str = "--n") -> list[int]:
+    """Seeds ``first .. first + n - 1``; ``n`` must be at least 1."""
+    if n < 1:
+        raise ValueError(f"{what} must be at least 1, got {n}")
+    if not 0 <= first <= first + n - 1 < 2**63:
+        raise ValueError(f"seeds must lie in [0, 2^63), got {first} .. {first + n - 1}")
+    return list(range(first, first + n))
+
+
+def settings(args: argparse.Namespace) -> str:
+    """The command's options as JSON, saved beside its outputs."""
+    import json
+
+    return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run_command"})
