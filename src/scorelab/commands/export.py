@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a run's weights alone (no optimizer state) to a small file")
-    p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint file")
+    options.add_model(p)
     p.add_argument("--out", type=Path, required=True, help="output .safetensors file")
-    p.add_argument("--weights", default="ema", choices=["ema", "model"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="storage precision (float16 halves the file; loading casts back to float32)")
     p.set_defaults(run_command=run)

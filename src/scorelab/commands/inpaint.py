@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..sample import generators_for_seeds, inpaint, read_mask, unknown_rmse
     from ..sample.common import check_finite_result
-    from .sample import sampler_params
 
     model = options.open_model(args, options.device(args))
     if model.codec is not None:
@@ -56,14 +55,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{spec}: images of shape {tuple(images.shape[1:])}, the model's are {model.data_shape}")
     mask = read_mask(args.mask, images.shape[1:])
     seeds = options.seed_range(args.seed, len(images))
-    if args.sampler == "annealed-langevin":
-        sigmas = options.langevin_levels(args, model, not args.no_denoise_last)
-    else:
-        sigmas = options.grid(args)
+    sigmas = options.sigma_grid(args, model, denoise_last=not args.no_denoise_last)
     generators = generators_for_seeds(seeds, model.device)
     with torch.no_grad():
         out = inpaint(model.denoiser, images.to(model.device), mask.to(model.device), sigmas, sampler=args.sampler,
-                      generator=generators, progress=not args.no_progress, **sampler_params(args)).cpu()
+                      generator=generators, progress=not args.no_progress, **options.sampler_params(args)).cpu()
     check_finite_result(out, args.sampler)
     rmse = unknown_rmse(out, images, mask)
     target = args.out or model.output_dir("inpaint", f"{args.sampler}-{Path(args.mask).stem}-seed{args.seed}")

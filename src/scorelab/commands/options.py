@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..runs import PRETRAINED, Run
+from ..runs import PRETRAINED, WEIGHTS, Run
 from ..sample import SAMPLERS
 from ..sample.mad import DERIVATIVES
 
@@ -25,12 +25,12 @@ def add_model(parser: argparse.ArgumentParser, *, optional: bool = False) -> Non
     parser.add_argument("run", nargs="?" if optional else None, metavar="RUN",
                         help=f"run directory, checkpoint or exported weights file, or {PRETRAINED}NAME (a model "
                              "shipped with scorelab)")
-    parser.add_argument("--weights", default="ema", choices=["ema", "model"],
-                        help="the EMA weights (default) or the raw ones")
+    parser.add_argument("--weights", default="ema", choices=list(WEIGHTS), help="the EMA weights (default) or the raw ones")
 
 
-def add_device(parser: Parser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda, cuda:1, mps")
+def add_device(parser: Parser, default: str | None = "auto") -> None:
+    parser.add_argument("--device", default=default, help="auto (a GPU if there is one; the default), cpu, cuda, "
+                        "cuda:1, mps")
 
 
 def device(args: argparse.Namespace) -> torch.device:
@@ -113,6 +113,25 @@ def langevin_levels(args: argparse.Namespace, model: Run, denoise_last: bool) ->
 
 def langevin_params(args: argparse.Namespace) -> dict[str, Any]:
     return {"eps": args.eps, "steps_per_level": args.steps_per_level}
+
+
+def sampler_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The chosen sampler's own settings from the options (``--churn``, MAD's, Langevin's)."""
+    if args.sampler == "heun":
+        return {"S_churn": args.churn} if args.churn else {}
+    if args.sampler == "mad":
+        return mad_params(args)
+    if args.sampler == "annealed-langevin":
+        return langevin_params(args)
+    return {}
+
+
+def sigma_grid(args: argparse.Namespace, model: Run, *, denoise_last: bool) -> Tensor:
+    """The noise levels the chosen sampler walks: annealed Langevin's levels (with the final
+    denoising step when ``denoise_last``), else the Karras grid."""
+    if args.sampler == "annealed-langevin":
+        return langevin_levels(args, model, denoise_last)
+    return grid(args)
 
 
 def floats(text: str, what: str) -> list[float]:

@@ -42,24 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run_command=run)
 
 
-def sampler_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The registered sampler's own settings from the options."""
-    if args.sampler == "heun":
-        return {"S_churn": args.churn} if args.churn else {}
-    if args.sampler == "mad":
-        return options.mad_params(args)
-    if args.sampler == "annealed-langevin":
-        return options.langevin_params(args)
-    return {}
-
-
-def sigma_grid(args: argparse.Namespace, model: Run) -> Tensor:
-    """The noise levels the sampler walks: annealed Langevin's levels, else the Karras grid."""
-    if args.sampler == "annealed-langevin":
-        return options.langevin_levels(args, model, args.denoise_last)
-    return options.grid(args)
-
-
 def teleport_steps(args: argparse.Namespace, model: Run, sigmas: Tensor) -> int:
     """``--teleport K`` or, for ``auto``, the model's own choice (measured once and cached beside the run)."""
     if args.teleport == "auto":
@@ -82,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = options.open_model(args, options.device(args))
     seeds = options.seed_range(args.seed, args.n)
-    sigmas = sigma_grid(args, model)
-    params = sampler_params(args)
+    sigmas = options.sigma_grid(args, model, denoise_last=args.denoise_last)
+    params = options.sampler_params(args)
     settings: dict[str, Any] = {"sigmas": sigmas, "batch_size": args.batch_size, "device": model.device,
                                 "progress": not args.no_progress}
     if args.teleport is not None:

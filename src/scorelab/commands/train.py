@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..train import TrainConfig
+from . import options
 
 NUMBERS = [("steps", int), ("batch_size", int), ("lr", float), ("warmup", int), ("ema_halflife", float),
            ("seed", int), ("sigma_data", float), ("P_mean", float), ("P_std", float), ("n_data", int),
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(sliced, variance-reduced sliced and exact score matching)")
     p.add_argument("--levels", help=f"NCSN noise levels KIND:SIGMA_MAX:SIGMA_MIN:L, KIND geometric, linear or sqrt "
                    f"(default {defaults.levels})")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default auto)")
+    options.add_device(p, default=None)  # None: the config's own (auto), or the run's on resume
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                    help="network option, e.g. width=128 or channel_mult=[1,2] (repeatable)")
     p.add_argument("--track", metavar="MODELS", help="analytical models to compare the network with every "
@@ -70,7 +71,6 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     from pathlib import Path
 
     from ..runs import read_config
-    from .options import floats
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name != "model_options" and getattr(args, f.name, None) is not None}
@@ -79,7 +79,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
     if args.track is not None:
         given["track"] = [t.strip() for t in args.track.split(",") if t.strip()]
     if args.track_sigmas is not None:
-        given["track_sigmas"] = floats(args.track_sigmas, "--track-sigmas")
+        given["track_sigmas"] = options.floats(args.track_sigmas, "--track-sigmas")
     if not args.resume:
         return TrainConfig(**given)
     config = TrainConfig.from_dict(read_config(Path(args.out)))
