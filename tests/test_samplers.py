@@ -113,13 +113,89 @@ def test_every_registered_sampler_has_the_one_signature():
             "generator": None, "callback": None, "progress": False}, name
 
 
-@pytest.mark.parametrize("name,params", [("euler", {}), ("heun", {"S_churn": 1.0}),
-                                         ("mad", {"a": 1.0, "b": 1.0, "p": 1.0}), ("annealed-langevin", {})])
-def test_every_registered_sampler_refuses_a_non_finite_start(name, params):
+PARAMS = {"heun": {"S_churn": 1.0}, "mad": {"a": 1.0, "b": 1.0, "p": 1.0}}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_registered_sampler_refuses_a_non_finite_start(name):
     x = torch.zeros(3, 2)
     x[1, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
-        SAMPLERS[name](gaussian_denoiser, x, karras(4), **params)
+        SAMPLERS[name](gaussian_denoiser, x, karras(4), **PARAMS.get(name, {}))
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_a_sample_of_every_registered_sampler_depends_on_its_seed_alone(name):
+    """Batches of 6 and of 2 give the same rows for the same seeds (float64, so bit-equality of the
+    arithmetic is not at stake: the tolerance is rounding)."""
+    sigmas = karras(6, dtype=torch.float64) if name != "annealed-langevin" else torch.tensor([2.0, 1.0, 0.0])
+    params = PARAMS.get(name, {}) | ({"eps": 0.05, "steps_per_level": 3} if name == "annealed-langevin" else {})
+    big, _ = generate(gaussian_denoiser, (2,), range(6), sampler=name, sigmas=sigmas, dtype=torch.float64, **params)
+    small, _ = generate(gaussian_denoiser, (2,), range(2, 4), sampler=name, sigmas=sigmas, dtype=torch.float64,
+                        batch_size=1, **params)
+    torch.testing.assert_close(big[2:4], small, rtol=1e-12, atol=1e-12)
+
+
+def _gaussian6():
+    from scorelab.analytic import Gaussian
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    cov = A @ A.T / 6 + 0.05 * torch.eye(6, dtype=torch.float64)
+    return Gaussian(torch.randn(6, generator=g, dtype=torch.float64), cov), g
+
+
+def test_ddim_is_euler_in_the_sigma_form():
+    """DDIM's VP update divided by alpha' is the Euler step: equal to rounding (float64)."""
+    from scorelab.sample import ddim
+
+    gauss, g = _gaussian6()
+    x = 80 * torch.randn(64, 6, generator=g, dtype=torch.float64)
+    sigmas = karras(18, dtype=torch.float64)
+    torch.testing.assert_close(ddim(gauss, x, sigmas), euler(gauss, x, sigmas), rtol=1e-12, atol=1e-12)
+
+
+def test_dpmpp_2m_converges_at_second_order_against_the_closed_form_gaussian_flow():
+    """On a log-uniform grid from 80 to 0.05 the error against the exact PF-ODE state (eq. 15) falls
+    by 2^2 when the steps double (measured 3.94 from 40 to 80 steps), and it beats Heun at equal steps
+    with half Heun's evaluations (measured 0.011 against 0.024 at 40 steps)."""
+    from scorelab.analytic import gaussian_flow
+    from scorelab.sample import dpmpp_2m
+    from scorelab.schedules import geometric
+
+    gauss, g = _gaussian6()
+    x = 80 * torch.randn(256, 6, generator=g, dtype=torch.float64)
+
+    def error(sampler, n):
+        sigmas = geometric(n + 1, 80.0, 0.05)
+        return float((sampler(gauss, x, sigmas) - gaussian_flow(gauss, x, 80.0, sigmas[-1:])[0]).norm(dim=1).max())
+
+    assert 3.4 < error(dpmpp_2m, 40) / error(dpmpp_2m, 80) < 4.6
+    assert error(dpmpp_2m, 40) < error(heun, 40)
+    counted = CountNFE(gauss)
+    dpmpp_2m(counted, x, karras(10, dtype=torch.float64))
+    assert counted.nfe(len(x)) == 10  # one evaluation per step
+
+
+def test_euler_ancestral_is_seeded_and_nears_the_gaussian_as_steps_grow():
+    """A stochastic first-order sampler: the sample covariance's error shrinks with the steps
+    (measured 0.57, 0.19, 0.075 at 25, 100, 400 steps; its standard error at 20 000 samples is ~0.02),
+    the same seeds give the same samples, and eta = 0 is the deterministic Euler sampler."""
+    from scorelab.sample import euler_ancestral
+
+    gauss, g = _gaussian6()
+    x = 80 * torch.randn(20_000, 6, generator=g, dtype=torch.float64)
+    errors = []
+    for n in (25, 400):
+        y = euler_ancestral(gauss, x, karras(n, dtype=torch.float64), generator=torch.Generator().manual_seed(n))
+        errors.append(float((torch.cov(y.T) - gauss.U @ torch.diag(gauss.lam) @ gauss.U.T).abs().max()))
+    assert errors[1] < 0.25 * errors[0] and errors[1] < 0.15, errors
+    sigmas = karras(8, dtype=torch.float64)
+    a = euler_ancestral(gauss, x[:8], sigmas, generator=torch.Generator().manual_seed(3))
+    b = euler_ancestral(gauss, x[:8], sigmas, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    torch.testing.assert_close(euler_ancestral(gauss, x[:8], sigmas, eta=0.0), euler(gauss, x[:8], sigmas),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_generate_refuses_to_return_non_finite_samples():

@@ -64,3 +64,25 @@ def unexplained_score_fraction(d_ref: Tensor, d_cand: Tensor, x: Tensor) -> Tens
     ``|D_ref - D_cand|^2 / |D_ref - x|^2``, sigma cancels. Float64, shape ``(B,)``."""
     d_ref64 = d_ref.flatten(1).double()
     return (d_ref64 - d_cand.flatten(1).double()).pow(2).sum(1) / (d_ref64 - x.flatten(1).double()).pow(2).sum(1)
+
+
+def sigma_range(denoiser: object) -> tuple[float, float] | None:
+    """``(sigma_min, sigma_max)`` of a denoiser that knows the noise levels it was trained on (a
+    wrapped VP model), else None (ours are defined at every sigma > 0)."""
+    lo, hi = getattr(denoiser, "sigma_min", None), getattr(denoiser, "sigma_max", None)
+    return (float(lo), float(hi)) if lo is not None and hi is not None else None
+
+
+def check_range(denoiser: object, sigmas: Tensor, *, rtol: float = 1e-6) -> None:
+    """Refuse a grid whose positive levels leave the denoiser's own range (:func:`sigma_range`): such
+    a model is never evaluated outside it silently. ``rtol`` allows the grid's own rounding."""
+    known = sigma_range(denoiser)
+    if known is None:
+        return
+    lo, hi = known
+    levels = torch.as_tensor(sigmas, dtype=torch.float64)
+    levels = levels[levels > 0]
+    if len(levels) and (float(levels.min()) < lo * (1 - rtol) or float(levels.max()) > hi * (1 + rtol)):
+        raise ValueError(f"the grid spans sigma {float(levels.min()):.4g} .. {float(levels.max()):.4g} but the model "
+                         f"knows only {lo:.4g} .. {hi:.4g}: choose --sigma-min/--sigma-max inside it (the default "
+                         "grid of a wrapped model is its own range)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .analytic import Gaussian
 from .checkpoint import (
@@ -23,6 +23,8 @@ from .checkpoint import (
     save_checkpoint,
     split_prefix,
 )
+from .denoiser import sigma_range
+from .external import DIFFUSERS, load_diffusers
 from .latent import PCA, load_pca, pca_from_tensors
 from .nets import EDMPrecond, build_denoiser
 
@@ -73,26 +75,41 @@ def model_path(spec: str | Path) -> Path:
 
 
 class Run:
-    """A trained model on disk, however it is named: a run directory (its latest checkpoint), one
-    checkpoint or exported weights file, or ``pretrained:NAME`` (a model shipped with scorelab).
+    """A trained model, however it is named: a run directory (its latest checkpoint), one checkpoint
+    or exported weights file, ``pretrained:NAME`` (a model shipped with scorelab), or
+    ``diffusers:PATH`` (a diffusers model folder or Hub id, wrapped as a denoiser by
+    :mod:`scorelab.external`).
 
     It holds the checkpoint's metadata and what follows from it: the ``config`` the model was trained
     with, the ``data_shape`` of one example, the ``denoiser`` (EMA or raw weights, in eval mode), the
-    latent ``codec`` of a run trained on PCA codes (None otherwise), the training data as the model saw
-    it, and the folders its outputs go to. Open one with :meth:`Run.open`."""
+    latent ``codec`` of a run trained on PCA codes (None otherwise), its range of noise levels, the
+    training data as the model saw it (``data`` names another reference set, and is needed for a model
+    trained elsewhere), and the folders its outputs go to. Open one with :meth:`Run.open`."""
 
-    def __init__(self, spec: str | Path, checkpoint: Path, meta: dict[str, Any], denoiser: EDMPrecond,
-                 codec: PCA | None, weights: str, home: Path | None, device: torch.device) -> None:
+    def __init__(self, spec: str | Path, checkpoint: Path, meta: dict[str, Any], denoiser: nn.Module,
+                 codec: PCA | None, weights: str, home: Path | None, device: torch.device,
+                 data: str | None = None) -> None:
         self.spec, self.checkpoint, self.meta, self.denoiser = str(spec), checkpoint, meta, denoiser
         self.codec, self.weights, self.home, self.device = codec, weights, home, device
+        self.data = data or (meta.get("config") or {}).get("data")
         self._gaussian: Gaussian | None = None
 
     @classmethod
-    def open(cls, spec: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu") -> Run:
+    def open(cls, spec: str | Path, *, weights: str = "ema", device: str | torch.device = "cpu",
+             data: str | None = None, class_label: int | None = None) -> Run:
         """The model named by ``spec`` with its ``weights`` ("ema" or "model") on ``device``; a clear
-        :class:`CheckpointError` for a missing, corrupted or foreign file."""
+        :class:`CheckpointError` for a missing, corrupted or foreign file. ``data`` is the reference set
+        of :meth:`training_data` (default: the run's training data); ``class_label`` is the class a
+        class-conditional diffusers model generates."""
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        device = torch.device(device)
+        if str(spec).startswith(DIFFUSERS):
+            source = str(spec)[len(DIFFUSERS):]
+            wrapped, meta = load_diffusers(source, class_label=class_label)
+            return cls(spec, Path(source), meta, wrapped.to(device), None, weights, None, device, data)
+        if class_label is not None:
+            raise ValueError(f"{spec} is not class-conditional: --class applies to diffusers models")
         path = model_path(spec)
         home: Path | None = path if path.is_dir() else _run_of(path)
         if path.is_dir():
@@ -105,8 +122,8 @@ class Run:
         codec = _codec(tensors, meta, path, home)
         if str(spec).startswith(PRETRAINED):
             home = None
-        device = torch.device(device)
-        return cls(spec, path, meta, denoiser.to(device).eval().requires_grad_(False), codec, weights, home, device)
+        return cls(spec, path, meta, denoiser.to(device).eval().requires_grad_(False), codec, weights, home, device,
+                   data)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -125,8 +142,27 @@ class Run:
 
     @property
     def name(self) -> str:
-        """How outputs and messages name the model: the shipped name, or the path."""
+        """How outputs name the model: the shipped name, the diffusers folder's name or Hub id
+        (``owner--name``), or the path."""
+        if self.spec.startswith(DIFFUSERS):
+            source = self.spec[len(DIFFUSERS):].rstrip("/")
+            return Path(source).name if Path(source).exists() else source.replace("/", "--")
         return self.spec.removeprefix(PRETRAINED)
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        """The noise levels the model knows: a wrapped model's own range, else EDM's default grid's
+        (0.002 .. 80; our networks are defined at every sigma > 0)."""
+        return sigma_range(self.denoiser) or (0.002, 80.0)
+
+    def uniform_levels(self, n: int) -> Tensor:
+        """``n`` of the model's own discrete levels uniform in t, then 0 (DDIM's timesteps), for a
+        wrapped VP model; a clear error for a model without levels."""
+        levels = getattr(self.denoiser, "uniform_levels", None)
+        if levels is None:
+            raise ValueError(f"{self.spec} has no noise levels of its own (a model trained by scorelab samples on any "
+                             "grid): use the Karras grid")
+        return levels(n)
 
     def decode(self, z: Tensor) -> Tensor:
         """Examples from what the denoiser generates: a latent run's codes decoded (on the CPU), else ``z``."""
@@ -138,9 +174,14 @@ class Run:
         model's space."""
         from .data import MappedImages, load_dataset
 
-        data = load_dataset(self.config["data"], n=self.config.get("n_data", 100_000), seed=self.config.get("seed", 0))
+        if not self.data:
+            raise ValueError(f"{self.spec} carries no record of its training data: name the reference set the "
+                             "analyses fit their models on with --data (a folder, .npz, CIFAR-10 batches, ...)")
+        data = load_dataset(self.data, n=self.config.get("n_data", 100_000), seed=self.config.get("seed", 0))
         if isinstance(data, MappedImages):
             data = data[:]
+        if tuple(data.shape[1:]) != (self.data_shape if self.codec is None else self.codec.shape):
+            raise ValueError(f"{self.data}: examples of shape {tuple(data.shape[1:])}, the model's are {self.data_shape}")
         return data if self.codec is None else self.codec.encode(data)
 
     def gaussian(self) -> Gaussian:
@@ -217,7 +258,7 @@ def _codec(tensors: dict[str, Tensor], meta: dict[str, Any], path: Path, home: P
 
 
 def load_denoiser(spec: str | Path, weights: str = "ema",
-                  device: str | torch.device = "cpu") -> tuple[EDMPrecond, dict[str, Any]]:
+                  device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The denoiser and metadata of :meth:`Run.open` ``(spec, weights=weights, device=device)``."""
     run = Run.open(spec, weights=weights, device=device)
     return run.denoiser, run.meta
@@ -234,6 +275,8 @@ def export_weights(source: str | Path, out: str | Path, weights: str = "ema", dt
     codec is stored inside, at full precision."""
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    if str(source).startswith(DIFFUSERS):
+        raise ValueError(f"{source} is a diffusers model: it is already saved in its own format")
     run = Run.open(source, weights=weights)
     tensors = {f"{weights}.{k}": v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v
                for k, v in run.denoiser.state_dict().items()}

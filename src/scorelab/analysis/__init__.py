@@ -2,8 +2,8 @@
 
 from .trajectories import (
     TrajectoryDeviation,
-    heun_trajectory,
     plot_trajectory_deviation,
+    sampler_trajectory,
     trajectory_deviation,
 )
 from .unexplained import (
@@ -20,9 +20,9 @@ __all__ = [
     "QUERIES",
     "TrajectoryDeviation",
     "UnexplainedVariance",
-    "heun_trajectory",
     "plot_trajectory_deviation",
     "plot_unexplained",
+    "sampler_trajectory",
     "standard_candidates",
     "trajectory_deviation",
     "unexplained_variance",

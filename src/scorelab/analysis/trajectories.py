@@ -10,61 +10,76 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..analytic import Gaussian, gaussian_flow, gaussian_flow_denoised
+from ..analytic import Gaussian, gaussian_flow, gaussian_flow_denoised, gaussian_flow_vp, gaussian_flow_vp_denoised
 from ..denoiser import Denoiser
-from ..sample import check_sigmas, heun
+from ..sample import check_sigmas, get_sampler
 
 
 @dataclass
 class TrajectoryDeviation:
     """Per grid level ``sigmas[i]`` (``S`` levels, the final 0 included) and per sample: the
     distance between the two states ``x_i`` and between the two denoiser outputs at ``x_i``
-    (``(S, B)``, float64), plus both trajectories ``(S, B, *shape)``."""
+    (``(S, B)``, float64), plus both trajectories ``(S, B, *shape)``. With ``vp`` the states are
+    in a VP model's coordinates, ``x_t = alpha_t x`` (``alpha_t = 1 / sqrt(1 + sigma^2)``)."""
 
     sigmas: Tensor
     state_distance: Tensor
     denoised_distance: Tensor
     states: Tensor
     reference_states: Tensor
+    sampler: str = "heun"
+    vp: bool = False
 
 
-def heun_trajectory(denoiser: Denoiser, x: Tensor, sigmas: Tensor) -> tuple[Tensor, Tensor]:
+def sampler_trajectory(denoiser: Denoiser, x: Tensor, sigmas: Tensor, sampler: str = "heun") -> tuple[Tensor, Tensor]:
     """The states at every grid level (final sample included) and the denoiser output at each
-    state before the last, ``(S, B, *shape)`` and ``(S - 1, B, *shape)``, of deterministic Heun."""
+    state before the last, ``(S, B, *shape)`` and ``(S - 1, B, *shape)``, of a deterministic
+    registered sampler (one callback per step)."""
     states, denoised = [], []
 
     def record(i: int, sigma: Tensor, x_i: Tensor, d_i: Tensor) -> None:
         states.append(x_i)
         denoised.append(d_i)
 
-    final = heun(denoiser, x, sigmas, callback=record)
+    final = get_sampler(sampler)(denoiser, x, sigmas, callback=record)
     return torch.stack(states + [final]), torch.stack(denoised)
 
 
 @torch.no_grad()
-def trajectory_deviation(denoiser: Denoiser, reference: Denoiser, x: Tensor,
-                         sigmas: Tensor | Sequence[float]) -> TrajectoryDeviation:
-    """Heun with ``denoiser`` against ``reference`` from the same noise ``x`` at ``sigmas[0]``. A
-    :class:`scorelab.analytic.Gaussian` reference follows its exact PF-ODE solution (eqs. 15-16);
-    any other reference is integrated with Heun on the same grid. The last level's denoiser
-    distance compares the final samples (a denoiser at sigma = 0 is the identity)."""
+def trajectory_deviation(denoiser: Denoiser, reference: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *,
+                         sampler: str = "heun", vp: bool = False) -> TrajectoryDeviation:
+    """The ``sampler`` path (a deterministic registered one: heun, euler, ddim, dpmpp-2m) of
+    ``denoiser`` against ``reference`` from the same noise ``x`` at ``sigmas[0]``. A
+    :class:`scorelab.analytic.Gaussian` reference follows its exact PF-ODE solution: in the sigma form
+    (eqs. 15-16), or with ``vp`` in a VP model's coordinates ``x_t = alpha_t x``, the closed form with
+    data scale (``gaussian_flow_vp``, eqs. 18-20), beside the VP model's own path (DDIM's, the paper's
+    Fig. 16); any other reference is integrated by the same sampler on the same grid. The last level's
+    denoiser distance compares the final samples (a denoiser at sigma = 0 is the identity)."""
     sigmas = check_sigmas(sigmas, x)
-    states, denoised = heun_trajectory(denoiser, x, sigmas)
-    if isinstance(reference, Gaussian):
+    states, denoised = sampler_trajectory(denoiser, x, sigmas, sampler)
+    alphas = (1 + sigmas.double() ** 2).rsqrt().to(x.dtype)
+    if isinstance(reference, Gaussian) and vp:
+        start = x * alphas[0]
+        ref_states = gaussian_flow_vp(reference, start, alphas[0], alphas) / alphas.reshape(-1, *[1] * x.ndim)
+        ref_denoised = gaussian_flow_vp_denoised(reference, start, alphas[0], alphas[:-1])
+    elif isinstance(reference, Gaussian):
         ref_states = gaussian_flow(reference, x, sigmas[0], sigmas)
         ref_denoised = gaussian_flow_denoised(reference, x, sigmas[0], sigmas[:-1])
     else:
-        ref_states, ref_denoised = heun_trajectory(reference, x, sigmas)
+        ref_states, ref_denoised = sampler_trajectory(reference, x, sigmas, sampler)
     # the reference's denoiser at the network's states would mix the two errors; compare each
     # model's own estimate along its own path, and the final samples at the end
     denoised = torch.cat([denoised, states[-1:]])
     ref_denoised = torch.cat([ref_denoised, ref_states[-1:]])
+    if vp:  # distances between states in the VP model's own coordinates
+        scale = alphas.reshape(-1, *[1] * x.ndim)
+        states, ref_states = states * scale, ref_states * scale
 
     def distance(a: Tensor, b: Tensor) -> Tensor:
         return (a - b).flatten(2).double().norm(dim=2)
 
     return TrajectoryDeviation(sigmas.double().cpu(), distance(states, ref_states).cpu(),
-                               distance(denoised, ref_denoised).cpu(), states.cpu(), ref_states.cpu())
+                               distance(denoised, ref_denoised).cpu(), states.cpu(), ref_states.cpu(), sampler, vp)
 
 
 def plot_trajectory_deviation(result: TrajectoryDeviation, path: str | Path, reference: str = "reference") -> Path:
@@ -84,9 +99,10 @@ def plot_trajectory_deviation(result: TrajectoryDeviation, path: str | Path, ref
     ax.set_xticks(steps[::3], [f"{s:.3g}" for s in result.sigmas[::3].tolist()])
     ax.set_xlabel("sigma (sampling goes left to right)")
     ax.set_ylabel("L2 distance")
-    ax.set_title(f"network Heun path against {reference}, same initial noise")
+    where = " (VP coordinates)" if result.vp else ""
+    ax.set_title(f"network {result.sampler} path against {reference}{where}, same initial noise")
     ax.legend()
     return save_figure(fig, path)
 
 
-__all__ = ["TrajectoryDeviation", "heun_trajectory", "plot_trajectory_deviation", "trajectory_deviation"]
+__all__ = ["TrajectoryDeviation", "plot_trajectory_deviation", "sampler_trajectory", "trajectory_deviation"]

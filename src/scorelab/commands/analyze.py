@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
+from ..denoiser import check_range
+from ..external import VPDenoiser
 from ..runs import Run
 from . import options
+
+DETERMINISTIC = ("heun", "euler", "ddim", "dpmpp-2m")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,14 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     analyses = p.add_subparsers(dest="analysis", required=True)
     q = analyses.add_parser("gaussianity", help="unexplained variance of the score by isotropic, Gaussian, GMM and "
                             "delta-mixture models across noise levels (Figures 6, 9)")
-    q.add_argument("--sigmas", help="comma-separated noise levels (default 0.01 ... 80, 16 levels)")
+    q.add_argument("--sigmas", help="comma-separated noise levels (default 0.01 ... 80, 16 levels; those inside a "
+                   "wrapped model's own range)")
     q.add_argument("--n", type=int, default=256, help="query points per level and kind (default 256)")
     q.add_argument("--components", type=int, default=10, help="GMM components (default 10)")
     q.add_argument("--ranks", default="full", help="GMM component ranks, e.g. full,4,16 (default full)")
     q.set_defaults(run_command=gaussianity)
-    q = analyses.add_parser("trajectories", help="distance between the network's Heun path and an analytical "
-                            "model's from the same noise (Figures 7, 8, 15)")
+    q = analyses.add_parser("trajectories", help="distance between the network's sampling path and an analytical "
+                            "model's from the same noise (Figures 7, 8, 15; a VP model's DDIM path in its own "
+                            "coordinates, Figure 16)")
     q.add_argument("--reference", default="gaussian", help="gaussian (closed form), gmmK, delta, isotropic")
+    q.add_argument("--sampler", choices=list(DETERMINISTIC), help="the path's sampler (default: ddim for a VP model, "
+                   "compared in its coordinates x_t = alpha_t x with the closed form with data scale; heun otherwise)")
     q.add_argument("--n", type=int, default=64, help="number of paths (seeds seed .. seed+n-1; default 64)")
     q.add_argument("--seed", type=int, default=0)
     options.add_grid(q)
@@ -60,7 +70,9 @@ def gaussianity(args: argparse.Namespace) -> int:
         raise ValueError(f"--ranks takes 'full' or integers, comma-separated, got {args.ranks!r}") from None
     candidates = {k: v.to(model.device) for k, v in
                   standard_candidates(data, n_components=args.components, ranks=ranks).items()}
-    sigmas = options.floats(args.sigmas, "--sigmas") if args.sigmas else DEFAULT_SIGMAS
+    lo, hi = model.sigma_range
+    sigmas = options.floats(args.sigmas, "--sigmas") if args.sigmas else [s for s in DEFAULT_SIGMAS if lo <= s <= hi]
+    check_range(model.denoiser, torch.tensor(sigmas))
     result = unexplained_variance(model.denoiser, candidates, data, sigmas, n=args.n, device=model.device)
     out = _out(args, model, "gaussianity")
     result.to_csv(out / "unexplained.csv")
@@ -88,13 +100,16 @@ def trajectories(args: argparse.Namespace) -> int:
 
     model = options.open_model(args, options.device(args))
     reference = tracked_candidates(model.training_data(), [args.reference])[args.reference].to(model.device)
-    sigmas = options.grid(args).to(model.device)
+    sigmas = options.grid(args, model).to(model.device)
     noise, _ = noise_for_seeds(options.seed_range(args.seed, args.n), model.data_shape, device=model.device)
-    result = trajectory_deviation(model.denoiser, reference, noise * sigmas[0], sigmas)
+    vp = isinstance(model.denoiser, VPDenoiser)
+    sampler = args.sampler or ("ddim" if vp else "heun")
+    result = trajectory_deviation(model.denoiser, reference, noise * sigmas[0], sigmas, sampler=sampler, vp=vp)
     out = _out(args, model, f"trajectories-{args.reference}")
     np.savez(out / "trajectories.npz", sigmas=result.sigmas.numpy(), state_distance=result.state_distance.numpy(),
              denoised_distance=result.denoised_distance.numpy())
-    print(f"network Heun path against {args.reference} from the same noise ({args.n} seeds): mean distance per step")
+    print(f"network {sampler} path against {args.reference} from the same noise ({args.n} seeds"
+          + (", VP coordinates" if vp else "") + "): mean distance per step")
     print(f"{'sigma':>9} {'state':>10} {'denoised':>10}")
     for i, sigma in enumerate(result.sigmas.tolist()):
         print(f"{sigma:9.4g} {float(result.state_distance[i].mean()):10.4g} "
@@ -122,6 +137,7 @@ def field(args: argparse.Namespace) -> int:
         raise ValueError(f"--anchors takes three indices in [0, {len(data) - 1}], got {args.anchors!r}")
     models = {"network": model.denoiser} | {k: v.to(model.device) for k, v in
                                             tracked_candidates(data, args.models.split(",")).items()}
+    check_range(model.denoiser, torch.tensor([args.sigma]))
     plane = score_field_plane(models, data[idx].to(model.device), args.sigma, grid=args.grid)
     out = _out(args, model, "field")
     path = plot_score_field(plane, out / f"field_{args.anchors.replace(',', '-')}_sigma{args.sigma:g}.png")

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     model = options.open_model(args, options.device(args))
     extractor = fid.inception_extractor(weights, model.device)
     features, _ = generate_sharded(  # under torchrun: seed blocks per rank; only features are kept
-        model.denoiser, model.data_shape, seeds, sampler=args.sampler, sigmas=options.grid(args),
+        model.denoiser, model.data_shape, seeds, sampler=args.sampler, sigmas=options.grid(args, model),
         batch_size=args.batch_size, device=model.device, progress=not args.no_progress,
         transform=lambda x: extractor(fid.to_uint8(model.decode(x))))
     if not is_main():  # rank 0 measures and writes

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..external import DIFFUSERS
 from ..runs import PRETRAINED, WEIGHTS, Run
 from ..sample import SAMPLERS
 from ..sample.mad import DERIVATIVES
@@ -21,11 +22,17 @@ NCSN_LEVELS = "geometric:1:0.01:10"  # Song & Ermon 2019's levels, for a run tra
 
 
 def add_model(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
-    """``RUN`` (a run directory, a checkpoint or weights file, or pretrained:NAME) and ``--weights``."""
+    """``RUN`` (a run directory, a checkpoint or weights file, pretrained:NAME or diffusers:PATH),
+    ``--weights``, ``--class`` and ``--data``."""
     parser.add_argument("run", nargs="?" if optional else None, metavar="RUN",
-                        help=f"run directory, checkpoint or exported weights file, or {PRETRAINED}NAME (a model "
-                             "shipped with scorelab)")
+                        help=f"run directory, checkpoint or exported weights file, {PRETRAINED}NAME (a model "
+                             f"shipped with scorelab) or {DIFFUSERS}PATH (a diffusers model folder or Hub id)")
     parser.add_argument("--weights", default="ema", choices=list(WEIGHTS), help="the EMA weights (default) or the raw ones")
+    parser.add_argument("--class", dest="class_label", type=int, metavar="K",
+                        help="the class a class-conditional diffusers model generates")
+    parser.add_argument("--data", metavar="SPEC", help="the reference set the analyses and teleportation fit their "
+                        "Gaussian and other models on, as --data of train (default: the run's training data; "
+                        "needed for a diffusers model)")
 
 
 def add_device(parser: Parser, default: str | None = "auto") -> None:
@@ -46,7 +53,8 @@ def open_model(args: argparse.Namespace, on: torch.device) -> Run:
     pretrained = getattr(args, "pretrained", None)
     if (args.run is None) == (pretrained is None):
         raise ValueError("give either a run directory / checkpoint file or --pretrained NAME")
-    return Run.open(args.run if pretrained is None else PRETRAINED + pretrained, weights=args.weights, device=on)
+    return Run.open(args.run if pretrained is None else PRETRAINED + pretrained, weights=args.weights, device=on,
+                    data=getattr(args, "data", None), class_label=getattr(args, "class_label", None))
 
 
 def add_out(parser: Parser, default: str) -> None:
@@ -54,18 +62,30 @@ def add_out(parser: Parser, default: str) -> None:
 
 
 def add_grid(parser: Parser) -> None:
-    """``--steps``, ``--sigma-min``, ``--sigma-max``, ``--rho``: the Karras grid (EDM's defaults)."""
-    parser.add_argument("--steps", type=int, default=18, help="ODE steps (default 18)")
-    parser.add_argument("--sigma-min", type=float, default=0.002, help="smallest noise level (default 0.002)")
-    parser.add_argument("--sigma-max", type=float, default=80.0, help="largest noise level (default 80)")
+    """``--steps``, ``--sigma-min``, ``--sigma-max``, ``--rho`` and ``--schedule``: the sampling grid."""
+    parser.add_argument("--steps", type=int, default=18, help="sampler steps (default 18)")
+    parser.add_argument("--sigma-min", type=float, help="smallest noise level (default: the model's own, 0.002 for "
+                        "a scorelab model)")
+    parser.add_argument("--sigma-max", type=float, help="largest noise level (default: the model's own, 80 for a "
+                        "scorelab model)")
     parser.add_argument("--rho", type=float, default=7.0, help="Karras et al.'s rho (default 7)")
+    parser.add_argument("--schedule", default="karras", choices=["karras", "model"],
+                        help="karras (Karras et al. 2022, eq. 5; default) or model: a VP model's own levels, "
+                        "uniform in t as DDIM uses them")
 
 
-def grid(args: argparse.Namespace) -> Tensor:
-    """The Karras grid of :func:`add_grid`'s options (Karras et al. 2022, eq. 5), ending in 0."""
+def grid(args: argparse.Namespace, model: Run) -> Tensor:
+    """The grid of :func:`add_grid`'s options, ending in 0: Karras's between the model's own range
+    (or ``--sigma-min``/``--sigma-max``), or the model's own levels."""
     from ..schedules import karras
 
-    return karras(args.steps, args.sigma_min, args.sigma_max, args.rho)
+    if args.schedule == "model":
+        if args.sigma_min is not None or args.sigma_max is not None:
+            raise ValueError("--schedule model takes the model's own levels: drop --sigma-min/--sigma-max")
+        return model.uniform_levels(args.steps)
+    lo, hi = model.sigma_range
+    return karras(args.steps, lo if args.sigma_min is None else args.sigma_min,
+                  hi if args.sigma_max is None else args.sigma_max, args.rho)
 
 
 def add_sampler(parser: Parser, default: str = "heun", choices: Sequence[str] | None = None) -> None:
@@ -131,7 +151,7 @@ def sigma_grid(args: argparse.Namespace, model: Run, *, denoise_last: bool) -> T
     denoising step when ``denoise_last``), else the Karras grid."""
     if args.sampler == "annealed-langevin":
         return langevin_levels(args, model, denoise_last)
-    return grid(args)
+    return grid(args, model)
 
 
 def floats(text: str, what: str) -> list[float]:

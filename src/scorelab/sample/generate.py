@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .. import distributed
 from ..analytic import Gaussian
-from ..denoiser import Denoiser
+from ..denoiser import Denoiser, check_range
 from ..schedules import karras
 from .common import CountNFE, check_finite_result, noise_for_seeds
 from .registry import get_sampler
@@ -35,6 +35,7 @@ def generate(denoiser: Denoiser, shape: Sequence[int], seeds: Sequence[int], *, 
     if batch_size < 1 or len(seeds) == 0:
         raise ValueError("need batch_size >= 1 and at least one seed")
     sigmas = karras(18) if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
+    check_range(denoiser, sigmas)
     if n_skip:
         if gaussian is None:
             raise ValueError("teleporting (n_skip > 0) needs the data's Gaussian")

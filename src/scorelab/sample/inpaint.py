@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser, append_dims, as_sigma, score
+from ..denoiser import Denoiser, append_dims, as_sigma, check_range, score
 from .common import Callback, Generators, check_sigmas, randn
 from .registry import get_sampler
 
@@ -60,6 +60,7 @@ def inpaint(denoiser: Denoiser, image: Tensor, mask: Tensor, sigmas: Tensor | Se
     ``mask`` is ``(C, H, W)``, ``(H, W)`` or the images' shape, of 0 (unknown) and 1 (known)."""
     m = check_mask(mask, image)
     check_sigmas(sigmas, image, min_len=1)
+    check_range(denoiser, torch.as_tensor(sigmas))
     sigma_max = float(torch.as_tensor(sigmas, dtype=torch.float64)[0])
     x = sigma_max * randn(image.shape, generator, dtype=image.dtype, device=image.device)
     x = get_sampler(sampler)(KnownPart(denoiser, image, m, generator), x, sigmas, generator=generator,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 from tqdm.auto import trange
 
@@ -59,4 +60,52 @@ def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, gen
             d_next = (x_next - denoiser(x_next, sigma_next.expand(len(x)))) / sigma_next
             x_next = x + (sigma_next - sigma_hat) * (d + d_next) / 2
         x = x_next
+    return x
+
+
+def ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, generator: Generators = None,
+         callback: Callback | None = None, progress: bool = False) -> Tensor:
+    """Deterministic DDIM (eta = 0; Song et al. 2021, "Denoising diffusion implicit models", eq. 12),
+    written in the VP form: with ``alpha = 1 / sqrt(1 + sigma^2)`` the state is ``x_t = alpha x``, the
+    predicted noise ``eps = (x_t - alpha D) / (alpha sigma)``, and ``x_{t'} = alpha' D + alpha' sigma' eps``.
+    Divided by ``alpha'`` this is exactly the Euler step in the sigma form, ``x' = x + (sigma' - sigma)
+    (x - D) / sigma``: DDIM is Euler on the same levels (a VP model's own timesteps:
+    ``DiscreteVP.uniform_levels``). One evaluation per step; ``generator`` is not used."""
+    sigmas = check_sigmas(sigmas, x)
+    for i in trange(len(sigmas) - 1, disable=not progress, desc="ddim"):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, sigma.expand(len(x)))
+        if callback is not None:
+            callback(i, sigma, x, denoised)
+        alpha, alpha_next = (1 + sigma**2).rsqrt(), (1 + sigma_next**2).rsqrt()
+        eps = (alpha * x - alpha * denoised) / (alpha * sigma)
+        x = (alpha_next * denoised + alpha_next * sigma_next * eps) / alpha_next
+    return x
+
+
+def dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, generator: Generators = None,
+             callback: Callback | None = None, progress: bool = False) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): the multistep second-order
+    solver of the PF-ODE in data prediction, in ``lambda = -log sigma``. With ``h = lambda' - lambda``,
+    ``x' = (sigma' / sigma) x - expm1(-h) D_eff``; ``D_eff`` is ``D`` on the first and the last step
+    (first order) and otherwise ``(1 + 1/(2r)) D - 1/(2r) D_prev``, ``r = h_prev / h``. One
+    evaluation per step, so N steps are N NFE; ``generator`` is not used."""
+    sigmas = check_sigmas(sigmas, x)
+    n_steps = len(sigmas) - 1
+    previous: Tensor | None = None
+    for i in trange(n_steps, disable=not progress, desc="dpmpp-2m"):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, sigma.expand(len(x)))
+        if callback is not None:
+            callback(i, sigma, x, denoised)
+        if sigma_next == 0:
+            x = denoised  # the step to sigma = 0: (sigma'/sigma) x - expm1(-inf) D
+            continue
+        h = torch.log(sigma / sigma_next)
+        effective = denoised
+        if previous is not None and i < n_steps - 1:
+            r = torch.log(sigmas[i - 1] / sigma) / h
+            effective = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
+        x = (sigma_next / sigma) * x - torch.expm1(-h) * effective
+        previous = denoised
     return x

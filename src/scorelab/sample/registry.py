@@ -5,14 +5,18 @@ function and one line here."""
 
 from __future__ import annotations
 
+from .ancestral import euler_ancestral
 from .common import Sampler
 from .langevin import annealed_langevin
 from .mad import mad
-from .ode import euler, heun
+from .ode import ddim, dpmpp_2m, euler, heun
 
 SAMPLERS: dict[str, Sampler] = {
     "euler": euler,
     "heun": heun,
+    "dpmpp-2m": dpmpp_2m,
+    "ddim": ddim,
+    "euler-ancestral": euler_ancestral,
     "mad": mad,
     "annealed-langevin": annealed_langevin,
 }
