@@ -105,6 +105,24 @@ def test_trajectory_deviation_against_the_closed_form_and_against_heun():
     assert float(apart.state_distance[-1].median()) > 0.1  # training points are not Gaussian samples
 
 
+def test_a_vp_path_against_the_closed_form_with_data_scale():
+    """In a VP model's coordinates the reference is gaussian_flow_vp (eqs. 18-20): divided by alpha_t it
+    is the sigma-form closed form (eq. 15), and DDIM on the Gaussian itself converges to it."""
+    from scorelab.analysis.trajectories import trajectory_deviation
+    from scorelab.schedules import karras
+
+    gaussian = Gaussian.fit(_data())
+    x = 80 * torch.randn(16, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    sigmas = karras(20, dtype=torch.float64)
+    sigma_form = trajectory_deviation(gaussian, gaussian, x, sigmas, sampler="ddim")
+    vp = trajectory_deviation(gaussian, gaussian, x, sigmas, sampler="ddim", vp=True)
+    alphas = (1 + sigmas**2).rsqrt().reshape(-1, 1, 1)
+    torch.testing.assert_close(vp.reference_states / alphas, sigma_form.reference_states, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(vp.denoised_distance, sigma_form.denoised_distance, rtol=1e-9, atol=1e-9)
+    fine = trajectory_deviation(gaussian, gaussian, x, karras(200, dtype=torch.float64), sampler="ddim", vp=True)
+    assert float(fine.state_distance.max()) < 0.2 * float(vp.state_distance.max())  # first order: 10x the steps
+
+
 def test_score_field_on_the_plane_through_three_images(tmp_path):
     from scorelab.analysis.field import plane_basis, plot_score_field, score_field_plane
 

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ald = options.add_langevin(p, "annealed Langevin (--sampler annealed-langevin)")
     ald.add_argument("--no-denoise-last", action="store_true", help="skip the final x <- D(x, sigma_L)")
     options.add_grid(p.add_argument_group("ODE samplers (--sampler heun, euler, mad)"))
-    p.add_argument("--churn", type=float, default=0.0, help="EDM's S_churn (Heun only; default 0)")
+    options.add_stochastic(p)
     options.add_mad(p)
     options.add_device(p)
     options.add_out(p, "RUN/inpaint/SAMPLER-MASK-seedSEED")

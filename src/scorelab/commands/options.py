@@ -94,6 +94,13 @@ def add_sampler(parser: Parser, default: str = "heun", choices: Sequence[str] | 
                         help=f"one of the registered samplers (default {default})")
 
 
+def add_stochastic(parser: Parser) -> None:
+    """``--churn`` (Heun) and ``--eta`` (Euler ancestral): how much noise the stochastic samplers add."""
+    parser.add_argument("--churn", type=float, default=0.0, help="EDM's S_churn (Heun only; default 0)")
+    parser.add_argument("--eta", type=float, default=1.0, help="Euler ancestral's noise: 1 the DDPM posterior's "
+                        "(default), 0 none")
+
+
 def add_mad(parser: argparse.ArgumentParser) -> None:
     """MAD's parameters (MAD paper, Algorithm 1): gamma solves a gamma^(2/p) + b gamma = sigma^2."""
     group = parser.add_argument_group("MAD (--sampler mad): extended-score inference, MAD paper Algorithm 1; "
@@ -139,6 +146,8 @@ def sampler_params(args: argparse.Namespace) -> dict[str, Any]:
     """The chosen sampler's own settings from the options (``--churn``, MAD's, Langevin's)."""
     if args.sampler == "heun":
         return {"S_churn": args.churn} if args.churn else {}
+    if args.sampler == "euler-ancestral":
+        return {"eta": args.eta}
     if args.sampler == "mad":
         return mad_params(args)
     if args.sampler == "annealed-langevin":

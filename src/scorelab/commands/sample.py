@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "options swallow --n")
     p.add_argument("--seed", type=int, default=0, help="seed of the first sample (default 0)")
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--churn", type=float, default=0.0, help="EDM's S_churn (Heun only; default 0)")
+    options.add_stochastic(p)
     ald = options.add_langevin(p, "annealed Langevin (--sampler annealed-langevin; Song & Ermon 2019, Algorithm 1)")
     ald.add_argument("--denoise-last", action="store_true", help="end with x <- D(x, sigma_L)")
     p.add_argument("--teleport", metavar="K|auto", help="replace the first K steps by the closed-form flow of the "
