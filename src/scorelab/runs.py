@@ -105,6 +105,8 @@ class Run:
             raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
         device = torch.device(device)
         if str(spec).startswith(DIFFUSERS):
+            if weights != "ema":
+                raise ValueError(f"{spec} holds one set of weights: --weights applies to scorelab checkpoints")
             source = str(spec)[len(DIFFUSERS):]
             wrapped, meta = load_diffusers(source, class_label=class_label)
             return cls(spec, Path(source), meta, wrapped.to(device), None, weights, None, device, data)
