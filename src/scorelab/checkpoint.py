@@ -20,7 +20,7 @@ from torch import Tensor
 from .errors import CheckpointError
 
 __all__ = ["CheckpointError", "atomic_write", "atomic_write_text", "load_checkpoint", "load_module_state",
-           "save_checkpoint", "split_prefix"]
+           "save_checkpoint", "save_npz", "split_prefix"]
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -40,6 +40,19 @@ def atomic_write(path: Path, write: Any) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_npz(path: Path, **arrays: Any) -> Path:
+    """``np.savez`` written atomically (:func:`atomic_write`): an interrupted command leaves the old
+    file or none, never a truncated one."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez(f, **arrays)
+
+    atomic_write(Path(path), write)
+    return Path(path)
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, save_npz
 from .runs import CONFIG, load_denoiser
 from .sample import generate
 from .schedules import karras
@@ -52,7 +52,7 @@ def _train_and_sample(config: TrainConfig, run: Path, shape: tuple[int, ...], n:
     samples, nfe = generate(denoiser, shape, seeds, progress=progress, **sampler)
     sample_s = time.perf_counter() - t0
     (run / "samples").mkdir(parents=True, exist_ok=True)
-    np.savez(run / "samples" / "heun-18.npz", samples=samples.numpy(), seeds=np.array(seeds))
+    save_npz(run / "samples" / "heun-18.npz", samples=samples.numpy(), seeds=np.array(seeds))
     return samples, {"n_samples": n, "nfe": nfe, "train_seconds": train_s, "sample_seconds": sample_s}
 
 

@@ -114,12 +114,20 @@ class Run:
             raise ValueError(f"{spec} is not class-conditional: --class applies to diffusers models")
         path = model_path(spec)
         home: Path | None = path if path.is_dir() else _run_of(path)
-        if path.is_dir():
-            ckpt = latest_checkpoint(path)
+        run_dir = path if path.is_dir() else None
+        if run_dir is not None:
+            ckpt = latest_checkpoint(run_dir)
             if ckpt is None:
-                raise CheckpointError(f"run {path} has no checkpoint yet")
+                raise CheckpointError(f"run {run_dir} has no checkpoint yet")
             path = ckpt
-        tensors, meta = load_checkpoint(path)
+        try:
+            tensors, meta = load_checkpoint(path)
+        except CheckpointError as e:
+            intact = _older_intact(run_dir, path) if run_dir is not None else None
+            if intact is None:
+                raise
+            raise CheckpointError(f"{e}. The run's newest intact checkpoint is {intact}: open that file, or "
+                                  "resume training, which falls back to it") from None
         denoiser = _denoiser(tensors, meta, weights, path)
         codec = _codec(tensors, meta, path, home)
         if str(spec).startswith(PRETRAINED):
@@ -217,6 +225,18 @@ class Run:
 
 
 WEIGHTS = ("ema", "model")
+
+
+def _older_intact(run: Path, newest: Path) -> Path | None:
+    """The newest checkpoint of ``run`` older than ``newest`` that loads, or None."""
+    for _, path in reversed(checkpoints(run)):
+        if path != newest:
+            try:
+                load_checkpoint(path)
+            except CheckpointError:
+                continue
+            return path
+    return None
 
 
 def _run_of(file: Path) -> Path:

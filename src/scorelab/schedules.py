@@ -37,8 +37,8 @@ def karras(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float
     """The EDM time steps (Karras et al. 2022, eq. 5): n values from sigma_max to sigma_min,
     uniform in sigma^(1/rho), followed by a trailing 0 (n + 1 values in all)."""
     _check_range(n, sigma_max, sigma_min)
-    if rho <= 0:
-        raise ValueError(f"rho must be > 0, got {rho}")
+    if not (math.isfinite(rho) and rho > 0):
+        raise ValueError(f"rho must be a finite number > 0, got {rho}")
     if n == 1:
         return torch.tensor([sigma_max, 0.0], dtype=dtype)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)

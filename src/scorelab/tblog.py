@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .errors import TrainingError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -18,15 +20,22 @@ SCATTER_SEEDS = range(1000)  # vectors: enough points to show the density's shap
 GRID_STEPS = 18
 
 
+def summary_writer() -> Any:
+    """torch's ``SummaryWriter`` class; a clear error when the tensorboard package is missing (checked
+    before a run writes anything)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise TrainingError(f"--tensorboard needs the tensorboard package: pip install 'scorelab[tensorboard]' "
+                            f"({e})") from None
+    return SummaryWriter
+
+
 class TensorBoardLog:
     """A ``SummaryWriter`` (``torch.utils.tensorboard``, needs the ``tensorboard`` package) for one run."""
 
     def __init__(self, run: Path, data_shape: tuple[int, ...]) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise ImportError("--tensorboard needs the tensorboard package: pip install 'scorelab[tensorboard]'") from e
-        self.writer = SummaryWriter(str(run / "tensorboard"))
+        self.writer = summary_writer()(str(run / "tensorboard"))
         self.data_shape = data_shape
 
     def scalars(self, line: dict[str, Any]) -> None:

@@ -92,14 +92,28 @@ class TrainConfig:
                  "track_every", "tensorboard", "precision", "compile")
 
     def validate(self) -> None:
-        positive = ("steps", "batch_size", "checkpoint_every", "log_every", "n_data", "keep_checkpoints")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.track_every < 0 or (self.track_every > 0 and not self.track):
-            raise ValueError("track_every must be >= 0, and tracking needs at least one model in track")
-        if not self.lr > 0 or self.warmup < 0 or not self.ema_halflife > 0 or not self.P_std > 0:
-            raise ValueError("need lr > 0, warmup >= 0, ema_halflife > 0 and P_std > 0")
+        """Every setting in range, before a run writes anything: a clear ValueError naming the first
+        that is not (or a TrainingError for a missing optional package)."""
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "n_data", "keep_checkpoints"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("warmup", self.warmup, 0)
+        _check_int("track_every", self.track_every, 0)
+        _check_int("seed", self.seed, 0, 2**63 - 1)
+        for name in ("lr", "ema_halflife", "P_std"):
+            _check_float(name, getattr(self, name), positive=True)
+        _check_float("ema_rampup", self.ema_rampup, positive=False)
+        if self.sigma_data is not None:
+            _check_float("sigma_data", self.sigma_data, positive=True)
+        if self.P_mean is not None:
+            _check_float("P_mean", self.P_mean, positive=False, signed=True)
+        if self.track_every > 0 and not self.track:
+            raise ValueError("tracking (track_every > 0) needs at least one model in track")
+        for sigma in self.track_sigmas:
+            _check_float("each of track_sigmas", sigma, positive=True)
+        if self.tensorboard:
+            from .tblog import summary_writer
+
+            summary_writer()
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.loss.startswith("ncsn"):
@@ -128,6 +142,19 @@ class TrainState:
     generator: torch.Generator
     step: int = 0
     skipped: int = 0
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        where = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {where}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, *, positive: bool, signed: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (positive and value <= 0) or (not positive and not signed and value < 0):
+        bound = "> 0" if positive else ("" if signed else ">= 0")
+        raise ValueError(f"{name} must be a finite number {bound}".rstrip() + f", got {value!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -302,11 +329,45 @@ def check_resumable(run: Path, config: TrainConfig) -> None:
                                 f"{saved.get(key)!r} in the run")
 
 
+def restore_latest(state: TrainState, run: Path, device: torch.device) -> tuple[Path | None, list[Path]]:
+    """Restore ``state`` from the run's newest checkpoint that loads; returns it (None when the run
+    has none) and the newer ones that did not load (corrupted or truncated by a crash). A run whose
+    every checkpoint is unreadable is an error naming them."""
+    failed: list[tuple[Path, CheckpointError]] = []
+    for _, path in reversed(checkpoints(run)):
+        try:
+            tensors, meta = load_checkpoint(path, device)
+            restore_state(state, tensors, meta, path)
+        except CheckpointError as e:
+            failed.append((path, e))
+            continue
+        return path, [p for p, _ in failed]
+    if failed:
+        raise CheckpointError(f"no checkpoint of {run} can be read: " + "; ".join(str(e) for _, e in failed))
+    return None, []
+
+
+def remove_stale_temporaries(run: Path) -> None:
+    """Delete the temporary files an interrupted atomic write left (``.NAME.XXXX.tmp``) in the run."""
+    for folder in (run, run / "checkpoints"):
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+            tmp.unlink(missing_ok=True)
+
+
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after ``step`` (written before a crash, then redone on resume)."""
+    """Drop metric lines logged after ``step`` (written before a crash, then redone on resume), and a
+    line a kill cut short."""
     if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+        atomic_write_text(path, "".join(line + "\n" for line in path.read_text().splitlines()
+                                        if (logged := _logged_step(line)) is not None and logged <= step))
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of a metrics line, or None for a blank or torn one."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -358,21 +419,26 @@ def _train(config: TrainConfig, run: Path, device: torch.device, resume: bool, p
     config = resolve_config(config, data)
     if resume:
         check_resumable(run, config)
-    elif (run / CONFIG).exists():
+    elif (run / CONFIG).exists() and latest_checkpoint(run) is not None:
         raise TrainingError(f"{run} already holds a run; pass --resume to continue it or choose another --out")
     callbacks = list(callbacks or []) + _tracking(config, data)
     data = data.to(device)
     state = build_state(config, data, device)
-    ckpt = latest_checkpoint(run) if resume else None
-    if ckpt is not None:
-        tensors, meta = load_checkpoint(ckpt, device)
-        restore_state(state, tensors, meta, ckpt)
-    elif config.init is not None:
+    ckpt, corrupt = restore_latest(state, run, device) if resume else (None, [])
+    if ckpt is None and config.init is not None:
         start_from(state, config.init)
     dist.barrier()  # every rank has read the run before rank 0 writes to it
     if dist.is_main():
-        if ckpt is not None:
-            truncate_metrics(run / METRICS, state.step)
+        if (run / CONFIG).exists() and not resume:
+            tqdm.write(f"{run} holds a run that never reached a checkpoint: starting it again")
+        for path in corrupt:  # moved aside, so that nothing loads them again, and kept for inspection
+            path.replace(path.with_name(path.name + ".corrupt"))
+            path.with_suffix(".json").unlink(missing_ok=True)
+        if corrupt:
+            tqdm.write(f"resumed from {ckpt} (step {state.step}); the newer, unreadable checkpoint(s) "
+                       f"{', '.join(p.name for p in corrupt)} were renamed *.corrupt")
+        truncate_metrics(run / METRICS, state.step)
+        remove_stale_temporaries(run)
         run.mkdir(parents=True, exist_ok=True)
         if codec is not None:
             save_pca(run / LATENT, codec, config.latent)

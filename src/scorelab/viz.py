@@ -16,10 +16,11 @@ from torch import Tensor
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` to ``path`` (parent folders created), trimmed to its content."""
+    """Write ``fig`` to ``path`` (parent folders created, atomically), trimmed to its content."""
+    from .checkpoint import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix[1:] or "png"))
     return path
 
 

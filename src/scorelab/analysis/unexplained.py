@@ -18,6 +18,7 @@ choice).
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,13 +65,15 @@ class UnexplainedVariance:
         return getattr(self, measure)[query][name].mean(1)
 
     def to_csv(self, path: str | Path) -> Path:
+        from ..checkpoint import atomic_write_text
+
         rows = self.rows()
-        path = Path(path)
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        return path
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(Path(path), text.getvalue())
+        return Path(path)
 
 
 def standard_candidates(data: Tensor, *, n_components: int = 10, ranks: Sequence[int | None] = (None,),
@@ -78,6 +81,8 @@ def standard_candidates(data: Tensor, *, n_components: int = 10, ranks: Sequence
     """The paper's analytical models of ``data`` ``(N, *shape)``: ``isotropic``, ``gaussian``,
     ``gmm{K}`` (full rank, k-means fit) and ``gmm{K}-r{rank}`` for each rank, and ``delta`` (the
     training set itself). Built in ``data``'s dtype."""
+    if isinstance(n_components, bool) or not isinstance(n_components, int) or n_components < 1:
+        raise ValueError(f"the mixtures need n_components >= 1 component, got {n_components!r}")
     candidates: dict[str, nn.Module] = {"isotropic": Isotropic.fit(data), "gaussian": Gaussian.fit(data)}
     for rank in ranks:
         name = f"gmm{n_components}" + (f"-r{rank}" if rank is not None else "")

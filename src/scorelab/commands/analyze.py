@@ -90,12 +90,12 @@ def gaussianity(args: argparse.Namespace) -> int:
 
 
 def trajectories(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from .. import viz
     from ..analysis import plot_trajectory_deviation, trajectory_deviation
     from ..analysis.dynamics import tracked_candidates
+    from ..checkpoint import save_npz
     from ..sample import noise_for_seeds
 
     model = options.open_model(args, options.device(args))
@@ -106,7 +106,7 @@ def trajectories(args: argparse.Namespace) -> int:
     sampler = args.sampler or ("ddim" if vp else "heun")
     result = trajectory_deviation(model.denoiser, reference, noise * sigmas[0], sigmas, sampler=sampler, vp=vp)
     out = _out(args, model, f"trajectories-{args.reference}")
-    np.savez(out / "trajectories.npz", sigmas=result.sigmas.numpy(), state_distance=result.state_distance.numpy(),
+    save_npz(out / "trajectories.npz", sigmas=result.sigmas.numpy(), state_distance=result.state_distance.numpy(),
              denoised_distance=result.denoised_distance.numpy())
     print(f"network {sampler} path against {args.reference} from the same noise ({args.n} seeds"
           + (", VP coordinates" if vp else "") + "): mean distance per step")

@@ -29,7 +29,7 @@ def shapes(args: argparse.Namespace) -> int:
     import torch
 
     from .. import viz
-    from ..checkpoint import atomic_write
+    from ..checkpoint import save_npz
     from ..data import shapes as noisy
 
     if args.out.suffix != ".npz":
@@ -41,12 +41,8 @@ def shapes(args: argparse.Namespace) -> int:
     data = noisy.noisy_shapes(args.n, size=args.size, seed=args.seed, **corruption)
     images = np.rint((data.noisy.numpy() + 1) * 127.5).astype(np.uint8)  # the 8-bit levels, exactly
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
-            np.savez(f, images=images, clean=data.clean.numpy(), shape_index=data.shape_index.numpy(),
-                     angles=data.angles.numpy(), params=json.dumps(data.params))
-
-    atomic_write(args.out, write)
+    save_npz(args.out, images=images, clean=data.clean.numpy(), shape_index=data.shape_index.numpy(),
+             angles=data.angles.numpy(), params=json.dumps(data.params))
     figure = viz.image_grid(torch.cat([data.clean[:8], data.noisy[:8]]), args.out.with_suffix(".png"), nrow=8,
                             title="clean (top) and noisy (bottom)")
     print(f"{args.n} noisy {args.size}x{args.size} shapes -> {args.out} (train with --data {args.out}); "

@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import viz
+    from ..checkpoint import save_npz
     from ..data import load_dataset
     from ..sample import generators_for_seeds, inpaint, read_mask, unknown_rmse
-    from ..sample.common import check_finite_result
 
     model = options.open_model(args, options.device(args))
     if model.codec is not None:
@@ -60,11 +60,10 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         out = inpaint(model.denoiser, images.to(model.device), mask.to(model.device), sigmas, sampler=args.sampler,
                       generator=generators, progress=not args.no_progress, **options.sampler_params(args)).cpu()
-    check_finite_result(out, args.sampler)
     rmse = unknown_rmse(out, images, mask)
     target = args.out or model.output_dir("inpaint", f"{args.sampler}-{Path(args.mask).stem}-seed{args.seed}")
     target.mkdir(parents=True, exist_ok=True)
-    np.savez(target / "inpainted.npz", inpainted=out.numpy(), original=images.numpy(), mask=mask.numpy(),
+    save_npz(target / "inpainted.npz", inpainted=out.numpy(), original=images.numpy(), mask=mask.numpy(),
              seeds=np.array(seeds), rmse_unknown=rmse, settings=options.settings(args))
     shown = min(len(images), 16)
     masked = torch.where(mask.bool(), images, torch.zeros_like(images))

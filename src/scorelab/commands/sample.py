@@ -58,7 +58,7 @@ def teleport_steps(args: argparse.Namespace, model: Run, sigmas: Tensor) -> int:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..checkpoint import atomic_write
+    from ..checkpoint import save_npz
     from ..distributed import is_main
     from ..sample import generate_sharded
 
@@ -81,13 +81,8 @@ def run(args: argparse.Namespace) -> int:
     codes: dict[str, Any] = {"codes": samples.numpy()} if model.codec is not None else {}
     samples = model.decode(samples)  # not clipped, as in data space
     out = args.out or model.output_dir("samples", name)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, samples=samples.numpy(), seeds=np.array(seeds), nfe=nfe, settings=options.settings(args),
-                     **codes)
-
-    atomic_write(out / "samples.npz", write)
+    save_npz(out / "samples.npz", samples=samples.numpy(), seeds=np.array(seeds), nfe=nfe,
+             settings=options.settings(args), **codes)
     figure = sample_figure(samples, model.config.get("data", ""), out / "samples.png")
     print(f"{len(samples)} samples ({args.sampler}, {len(sigmas) - 1} steps, NFE {nfe:g} per sample) -> "
           f"{out / 'samples.npz'}; figure {figure}")
@@ -99,6 +94,7 @@ def sample_grid(args: argparse.Namespace, model: Run, seeds: list[int], settings
     """Heun and MAD at every point of ``--grid``, all from the same seeds; one npz and one figure."""
     import numpy as np
 
+    from ..checkpoint import save_npz
     from ..sample import parse_grid, sweep
 
     if args.sampler != "mad":
@@ -106,8 +102,7 @@ def sample_grid(args: argparse.Namespace, model: Run, seeds: list[int], settings
     points = parse_grid(args.grid, ("a", "b", "p", "delta"))
     rows = sweep(model.denoiser, model.data_shape, seeds, points, sampler="mad", params=params,
                  transform=model.decode, **settings)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "grid.npz", samples=torch.stack(list(rows.values())).numpy(), labels=np.array(list(rows)),
+    save_npz(out / "grid.npz", samples=torch.stack(list(rows.values())).numpy(), labels=np.array(list(rows)),
              seeds=np.array(seeds), settings=options.settings(args))
     figure = grid_figure(rows, model.config.get("data", ""), out / "grid.png")
     print(f"{len(rows)} sample sets (Heun, then MAD at {len(points)} parameter points; {len(seeds)} seeds each, "

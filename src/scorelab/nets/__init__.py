@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -43,14 +44,14 @@ def build_denoiser(model: str, data_shape: Sequence[int], sigma_data: float,
         if model == "ncsn-mlp":
             if len(shape) != 1:
                 raise ValueError(f"model 'ncsn-mlp' needs vector data (N, D); got examples of shape {shape}")
-            return ScorePrecond(ScoreMLP(shape[0], **options), sigma_data)
+            return ScorePrecond(_construct(ScoreMLP, shape[0], options=options), sigma_data)
         if len(shape) != 3:
             raise ValueError(f"model 'ncsn' needs images (N, C, H, W); got examples of shape {shape}")
         if isinstance(options.get("levels"), str):
             from ..schedules import parse_levels
 
             options["levels"] = parse_levels(options["levels"]).tolist()
-        return ScorePrecond(NCSN(shape[0], shape[1:], **options), sigma_data)
+        return ScorePrecond(_construct(NCSN, shape[0], shape[1:], options=options), sigma_data)
     return EDMPrecond(_network(model, shape, options), sigma_data)
 
 
@@ -60,10 +61,46 @@ def _network(model: str, shape: tuple[int, ...], options: dict[str, Any]) -> nn.
         if len(shape) != 1:
             raise ValueError(f"model 'mlp' needs vector data (N, D); this data has examples of shape {shape} "
                              "(use --model unet for images)")
-        return MLP(shape[0], **options)
+        return _construct(MLP, shape[0], options=options)
     if model == "unet":
         if len(shape) != 3:
             raise ValueError(f"model 'unet' needs images (N, C, H, W); this data has examples of shape {shape} "
                              "(use --model mlp for vectors)")
-        return UNet(shape[0], shape[1:], **options)
+        return _construct(UNet, shape[0], shape[1:], options=options)
     raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+
+
+def _construct(cls: type[nn.Module], *args: Any, options: dict[str, Any]) -> nn.Module:
+    """``cls(*args, **options)`` with the options checked first against its signature: an unknown
+    option, or a value whose type does not fit the option's default, is a ValueError naming it."""
+    params = [p for p in inspect.signature(cls.__init__).parameters.values()
+              if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)][len(args):]
+    known = {p.name: p.default for p in params}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no option {', '.join(unknown)}; its options: {', '.join(known)}")
+    for name, value in options.items():
+        default = known[name]
+        if not _fits(value, default):
+            raise ValueError(f"model option {name}={value!r}: {cls.__name__} expects {type(default).__name__} "
+                             f"there (default {default!r})")
+    try:
+        return cls(*args, **options)
+    except TypeError as e:  # a value of the right type the network still cannot use
+        raise ValueError(f"model options {options} do not fit {cls.__name__}: {e}") from None
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type of the option's ``default`` (ints for floats too; any value
+    where the default is None or missing)."""
+    if default is None or default is inspect.Parameter.empty:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    return isinstance(value, type(default))

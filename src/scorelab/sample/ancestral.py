@@ -9,7 +9,7 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from ..denoiser import Denoiser
-from .common import Callback, Generators, check_sigmas, randn
+from .common import Callback, Generators, check_finite_result, check_setting, check_sigmas, randn
 
 
 def ancestral_step(sigma: Tensor, sigma_next: Tensor, eta: float) -> tuple[Tensor, Tensor]:
@@ -29,8 +29,9 @@ def euler_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[flo
     times fresh standard noise from ``generator`` (:func:`ancestral_step`); the step to sigma = 0
     adds none. One evaluation per step."""
     sigmas = check_sigmas(sigmas, x)
-    if not 0 <= eta <= 1 or not s_noise >= 0:
-        raise ValueError(f"need 0 <= eta <= 1 and s_noise >= 0, got eta={eta}, s_noise={s_noise}")
+    eta, s_noise = check_setting("eta", eta), check_setting("s_noise", s_noise)
+    if eta > 1:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
     for i in trange(len(sigmas) - 1, disable=not progress, desc="euler-ancestral"):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma.expand(len(x)))
@@ -40,7 +41,7 @@ def euler_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[flo
         x = x + (sigma_down - sigma) * (x - denoised) / sigma
         if sigma_next > 0:
             x = x + s_noise * sigma_up * randn(x.shape, generator, dtype=x.dtype, device=x.device)
-    return x
+    return check_finite_result(x, "euler-ancestral")
 
 
 __all__ = ["ancestral_step", "euler_ancestral"]

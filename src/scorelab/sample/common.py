@@ -3,6 +3,8 @@ noise, NFE counting, and full-float32 matmuls for finite differences on CUDA."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -42,9 +44,21 @@ def check_sigmas(sigmas: Tensor | Sequence[float], x: Tensor, *, min_len: int = 
         raise ValueError("sigmas must be strictly decreasing")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"x must hold a batch of at least one sample, got shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"the starting state x holds {int((~torch.isfinite(x)).sum())} non-finite values")
     return sigmas.to(dtype=x.dtype, device=x.device)
+
+
+def check_setting(name: str, value: float, *, low: float = 0.0, allow_inf: bool = False) -> float:
+    """A sampler's numeric setting: a real number >= ``low`` and finite (unless ``allow_inf``); a
+    clear error otherwise, so a NaN or infinite setting never turns into NaN samples."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or value < low:
+        raise ValueError(f"{name} must be a number >= {low:g}, got {value!r}")
+    if math.isinf(value) and not allow_inf:
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
 
 
 def check_finite_result(x: Tensor, sampler: str) -> Tensor:

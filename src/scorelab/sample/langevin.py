@@ -10,7 +10,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..denoiser import Denoiser, score
-from .common import Callback, Generators, check_sigmas, randn
+from .common import Callback, Generators, check_finite_result, check_setting, check_sigmas, randn
 
 STEP_SCALES = ("ncsn", "constant")
 
@@ -29,7 +29,8 @@ def annealed_langevin(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[f
     ``callback(i, sigma, x, denoised)`` sees every Langevin step, ``i`` counting steps."""
     check_sigmas(sigmas, x, min_len=1)
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64)  # the step sizes from the levels in float64
-    if not eps > 0 or steps_per_level < 1:
+    if check_setting("eps", eps) == 0 or isinstance(steps_per_level, bool) or not isinstance(steps_per_level, int) \
+            or steps_per_level < 1:
         raise ValueError(f"need eps > 0 and steps_per_level >= 1, got eps={eps}, steps_per_level={steps_per_level}")
     if step_scale not in STEP_SCALES:
         raise ValueError(f"step_scale must be one of {', '.join(STEP_SCALES)}, got {step_scale!r}")
@@ -52,7 +53,7 @@ def annealed_langevin(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[f
     bar.close()
     if float(sigmas[-1]) == 0:
         x = denoiser(x, torch.full((len(x),), sigma_L, dtype=x.dtype, device=x.device))
-    return x
+    return check_finite_result(x, "annealed-langevin")
 
 
 def langevin(denoiser: Denoiser, x: Tensor, sigma: float, *, eps: float, steps: int, generator: Generators = None,

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from ..denoiser import Denoiser, score_and_derivative
-from .common import Callback, Generators, check_sigmas, full_float32
+from .common import Callback, Generators, check_finite_result, check_sigmas, full_float32
 
 DERIVATIVES = ("forward", "central", "exact")
 
@@ -78,8 +78,8 @@ def mad(
     _check_parameters(a, b, p)
     if derivative not in DERIVATIVES:
         raise ValueError(f"derivative must be one of {DERIVATIVES}, got {derivative!r}")
-    if not delta > 0 or (derivative == "central" and delta >= 1):
-        raise ValueError(f"delta must be > 0 (and < 1 for central differences), got {delta}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta, the relative sigma step of the finite difference, must lie in (0, 1), got {delta}")
     sigmas = check_sigmas(sigmas, x)
     positive = sigmas[:-1].double().cpu()  # every step starts at some t > 0; m and gamma in float64 on the CPU
     gammas = mad_gamma(positive, a, b, p)
@@ -101,7 +101,7 @@ def mad(
             if callback is not None:
                 callback(i, t, x, denoised)
             x = x - m[i] * (t_next - t) * t * ((1 + gamma) * s + (b * gamma / (2 * t)) * ds)
-    return x
+    return check_finite_result(x, "mad")
 
 
 def _score_and_derivative(

@@ -11,7 +11,7 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from ..denoiser import Denoiser
-from .common import Callback, Generators, check_sigmas, randn
+from .common import Callback, Generators, check_finite_result, check_setting, check_sigmas, randn
 
 
 def euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, generator: Generators = None,
@@ -25,7 +25,7 @@ def euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, ge
         if callback is not None:
             callback(i, sigma, x, denoised)
         x = x + (sigma_next - sigma) * (x - denoised) / sigma
-    return x
+    return check_finite_result(x, "euler")
 
 
 def churn_gamma(sigma: float, n_steps: int, S_churn: float, S_min: float, S_max: float) -> float:
@@ -42,6 +42,8 @@ def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, gen
     stochastic Algorithm 2). The last step to sigma = 0 is an Euler step: 2N - 1 evaluations
     for N steps ending at 0. ``generator`` (one, or one per sample) drives the churn noise."""
     sigmas = check_sigmas(sigmas, x)
+    S_churn, S_noise = check_setting("S_churn", S_churn), check_setting("S_noise", S_noise)
+    S_min, S_max = check_setting("S_min", S_min), check_setting("S_max", S_max, allow_inf=True)
     n_steps = len(sigmas) - 1
     levels = sigmas.tolist()
     for i in trange(n_steps, disable=not progress, desc="heun"):
@@ -60,7 +62,7 @@ def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, gen
             d_next = (x_next - denoiser(x_next, sigma_next.expand(len(x)))) / sigma_next
             x_next = x + (sigma_next - sigma_hat) * (d + d_next) / 2
         x = x_next
-    return x
+    return check_finite_result(x, "heun")
 
 
 def ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, generator: Generators = None,
@@ -80,7 +82,7 @@ def ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, gen
         alpha, alpha_next = (1 + sigma**2).rsqrt(), (1 + sigma_next**2).rsqrt()
         eps = (alpha * x - alpha * denoised) / (alpha * sigma)
         x = (alpha_next * denoised + alpha_next * sigma_next * eps) / alpha_next
-    return x
+    return check_finite_result(x, "ddim")
 
 
 def dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *, generator: Generators = None,
@@ -108,4 +110,4 @@ def dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[float], *,
             effective = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
         x = (sigma_next / sigma) * x - torch.expm1(-h) * effective
         previous = denoised
-    return x
+    return check_finite_result(x, "dpmpp-2m")
