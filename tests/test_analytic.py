@@ -1,9 +1,12 @@
 """Analytical score models: Woodbury formulas against brute force, scores against autograd."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from scipy.stats import multivariate_normal
+from torch import nn
 
 from scorelab.analytic import DeltaMixture, Gaussian, GaussianMixture, Isotropic
 from scorelab.data.toy import load
@@ -363,3 +366,147 @@ def test_image_shaped_gaussian_keeps_shape():
         3,
     )
     assert model.log_prob(x, 0.5).shape == (5,)
+
+
+# --- GaussianMixture at the limits of sigma, its rounding, and its cached terms ----------------
+
+
+def _axis_mixture(dtype):
+    """K = 3 in D = 6 with axis-aligned supports: e0, e1 (rank 2), e2, e3, e4 (rank 3) and a point (rank 0)."""
+    g = _gen(40)
+    eye = torch.eye(6, dtype=F64)
+    U = torch.zeros(3, 6, 3, dtype=F64)
+    U[0, :, :2], U[1, :, :3] = eye[:, :2], eye[:, 2:5]
+    lam = torch.tensor([[1.0, 0.5, 0.0], [2.0, 1.0, 0.3], [0.0, 0.0, 0.0]], dtype=F64)
+    means = 2 * torch.randn(3, 6, generator=g, dtype=F64)
+    return GaussianMixture(torch.tensor([0.3, 0.5, 0.2], dtype=F64), means, U=U, lam=lam).to(dtype)
+
+
+def _full_rank_mixture():
+    g = _gen(41)
+    covs = torch.stack([_cov(*_axes(4, 4, g)) for _ in range(3)])
+    return GaussianMixture(torch.tensor([0.2, 0.3, 0.5], dtype=F64), torch.randn(3, 4, generator=g, dtype=F64), covs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("name", ["mixed_rank", "full_rank", "axis"])
+def test_mixture_at_infinite_sigma_is_the_prior(name, dtype):
+    """sigma = inf: the likelihoods no longer differ, w = pi, D = sum_k pi_k mu_k, score 0,
+    log_prob -inf (the old code returned NaN); a one-component mixture equals Gaussian there."""
+    model = {"mixed_rank": _mixed_rank_mixture, "full_rank": _full_rank_mixture, "axis": lambda: _axis_mixture(F64)}[
+        name
+    ]().to(dtype)
+    x = torch.randn(5, model.dim, generator=_gen(42), dtype=F64).to(dtype)
+    inf = float("inf")
+    eps = torch.finfo(dtype).eps
+    w = model.responsibilities(x, inf)
+    torch.testing.assert_close(w, model.weights.expand(5, -1), rtol=4 * eps, atol=0)  # softmax(log pi)
+    prior_mean = (model.weights @ model.mu).expand(5, -1)
+    torch.testing.assert_close(model(x, inf), prior_mean, rtol=0, atol=4 * eps * float(model.mu.abs().max()))
+    assert bool((model.score(x, inf) == 0).all())
+    assert bool((model.log_prob(x, inf) == -math.inf).all())
+    one = GaussianMixture([1.0], model.means[:1], U=model.U[:1], lam=model.lam[:1]) if dtype == F64 else None
+    if one is not None and int(model.ranks[0]) > 0:
+        k = int(model.ranks[0])
+        gauss = Gaussian(model.means[0], U=model.U[0][:, :k], lam=model.lam[0][:k])
+        torch.testing.assert_close(one(x, inf), gauss(x, inf), rtol=0, atol=0)
+        torch.testing.assert_close(one.score(x, inf), gauss.score(x, inf), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_mixture_stays_defined_at_tiny_sigma(dtype):
+    """Where sigma^2 underflows (or 1 / sigma^2 overflows) nothing is NaN: a point on a component's
+    support gets that component, one off every support the component of least residual (the limit of
+    the responsibilities); scores and densities are finite or infinite, never NaN."""
+    model = _axis_mixture(dtype)
+    g = _gen(43)
+    on = model.mu[1].clone()
+    on[2:5] += torch.randn(3, generator=g, dtype=F64).to(dtype)  # exactly on the support of component 1
+    off = torch.randn(3, 6, generator=g, dtype=F64).to(dtype) * 3
+    x = torch.cat([on[None], off])
+    d = x.double()[:, None, :] - model.mu.double()
+    resid = (d - torch.einsum("bkr,kdr->bkd", torch.einsum("bkd,kdr->bkr", d, model.U.double()), model.U.double()))
+    nearest = resid.square().sum(-1).argmin(-1)  # float64, the direct residual
+    assert int(nearest[0]) == 1
+    sigmas = (1e-20, 1e-30, 1e-40) if dtype == torch.float32 else (1e-100, 1e-160, 1e-300)
+    for sigma in sigmas:
+        w = model.responsibilities(x, sigma)
+        torch.testing.assert_close(w, nn.functional.one_hot(nearest, 3).to(dtype), rtol=0, atol=0)
+        for out in (model(x, sigma), model.score(x, sigma), model.log_prob(x, sigma)):
+            assert not bool(out.isnan().any())
+        torch.testing.assert_close(model(x[:1], sigma), x[:1], rtol=0, atol=4 * torch.finfo(dtype).eps * 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("sigma", [1e-3, 1e-2, 0.1, 1.0])
+def test_mixture_log_prob_within_its_stated_rounding(dtype, sigma):
+    """log_prob against the direct formula in float64 (explicit (B, K, D) residuals d - U U^T d, as
+    the old code computed them), for the model's own parameters. The residual is taken as
+    |x - mu|^2 - |c|^2 from expanded sums of D terms each: worst-case rounding D eps times the sum
+    of |terms|, at most 4 (|x - m|^2 + |mu_k - m|^2) (m the prior mean), over 2 sigma^2; the other
+    terms of log_prob are sums of D terms too (D eps relative). Allowed: twice both. Every component
+    is rank-deficient (ranks 2, 3, 1), so the residual is in every term that counts."""
+    g = _gen(44)
+    covs = torch.stack([_cov(*_axes(6, r, g)) for r in (2, 3, 1)])
+    means = 1.5 * torch.randn(3, 6, generator=g, dtype=F64)
+    model64 = GaussianMixture(torch.tensor([0.5, 0.3, 0.2], dtype=F64), means, covs)
+    model = model64.to(dtype)
+    x = (means[torch.arange(16) % 3] + 0.5 * torch.randn(16, 6, generator=g, dtype=F64)).to(dtype)
+    p = {k: getattr(model, k).double() for k in ("weights", "mu", "U", "lam")}
+    xd = x.double()
+    d = xd[:, None, :] - p["mu"]
+    c = torch.einsum("bkd,kdr->bkr", d, p["U"])
+    resid = (d - torch.einsum("bkr,kdr->bkd", c, p["U"])).square().sum(-1)
+    active = p["lam"] > 0
+    lam_s = torch.where(active, p["lam"] + sigma**2, 1.0)
+    D = model.dim
+    ranks = active.sum(-1).double()  # (an integer tensor times a float would be float32)
+    log_n = -0.5 * (
+        D * math.log(2 * math.pi)
+        + torch.log(lam_s).sum(-1)
+        + (D - ranks) * math.log(sigma**2)
+        + (c.square() / lam_s).sum(-1)
+        + resid / sigma**2
+    )
+    truth = torch.logsumexp(p["weights"].log() + log_n, -1)
+    m = p["weights"] @ p["mu"]
+    scale = (xd - m).square().sum(-1) + (p["mu"] - m).square().sum(-1).max()
+    eps = torch.finfo(dtype).eps
+    tol = 2 * D * eps * (4 * scale / (2 * sigma**2) + truth.abs())
+    err = (model.log_prob(x, sigma).double() - truth).abs()
+    assert bool((err <= tol).all()), (err / tol).max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_mixture_per_sample_sigma_equals_each_row_on_its_own(dtype):
+    """A (B,) sigma (the (B, K, r) path) gives each row what its own sigma gives (the (1, K, r) path),
+    tiny and infinite sigma included. Products of other batch sizes round differently: 8 D eps."""
+    model = _mixed_rank_mixture().to(dtype)
+    tiny = 1e-30 if dtype == torch.float32 else 1e-200
+    sigma = torch.tensor([tiny, 1e-3, 0.3, 1.0, 4.0, 1e4, math.inf], dtype=dtype)
+    x = _x_near(_mixed_rank_mixture(), 7, _gen(45)).to(dtype)
+    tol = 8 * model.dim * torch.finfo(dtype).eps
+    outs = {m: getattr(model, m)(x, sigma) for m in ("forward", "score", "log_prob", "responsibilities")}
+    for b in range(7):
+        for m, out in outs.items():
+            row = getattr(model, m)(x[b : b + 1], float(sigma[b]))[0]
+            torch.testing.assert_close(out[b], row, rtol=tol, atol=tol * float(x.abs().max()), equal_nan=False)
+
+
+def test_mixture_cached_terms_follow_the_buffers():
+    """The per-model terms are cached; changing a buffer in place, loading a state dict, replacing U
+    by a (K, D, r)-contiguous copy or converting the dtype gives what a freshly built model gives."""
+    model = _mixed_rank_mixture()
+    x = _x_near(model, 8, _gen(46))
+    before = model(x, 0.7)
+    model.mu.add_(0.5)
+    fresh = GaussianMixture(model.weights, model.means, U=model.U, lam=model.lam)
+    after = model(x, 0.7)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, fresh(x, 0.7), rtol=0, atol=1e-14)
+    other = GaussianMixture(model.weights, model.means + 1, U=model.U, lam=model.lam)
+    model.load_state_dict(other.state_dict())
+    torch.testing.assert_close(model(x, 0.7), other(x, 0.7), rtol=0, atol=1e-14)
+    model.U = model.U.contiguous()  # another layout: the flat matrix becomes a copy
+    torch.testing.assert_close(model(x, 0.7), other(x, 0.7), rtol=0, atol=1e-14)
+    torch.testing.assert_close(model.float()(x.float(), 0.7).double(), other(x, 0.7), rtol=1e-5, atol=1e-5)

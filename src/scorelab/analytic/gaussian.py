@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 from scorelab.denoiser import as_sigma
 
@@ -258,6 +259,17 @@ def _flat(x: Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     if tuple(x.shape[1:]) != shape or x.ndim != len(shape) + 1:
         raise ValueError(f"x must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
     return x.reshape(x.shape[0], -1)
+
+
+def _tracks_gradients(*tensors: Tensor) -> bool:
+    """Whether any input carries a gradient: reverse mode (``requires_grad`` with grad enabled),
+    forward mode (a dual tensor) or a ``torch.func`` transform; those take the out-of-place path."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return True
+    if any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        return True
+    is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return is_wrapped is not None and any(is_wrapped(t) for t in tensors)
 
 
 __all__ = ["Gaussian", "Isotropic", "principal_axes"]
