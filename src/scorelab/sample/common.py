@@ -48,7 +48,11 @@ def check_sigmas(sigmas: Tensor | Sequence[float], x: Tensor, *, min_len: int = 
         raise ValueError(f"x must hold a batch of at least one sample, got shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"the starting state x holds {int((~torch.isfinite(x)).sum())} non-finite values")
-    return sigmas.to(dtype=x.dtype, device=x.device)
+    cast = sigmas.to(dtype=x.dtype, device=x.device)
+    if not bool(torch.isfinite(cast).all()) or not bool((cast[:-1] > 0).all()):
+        raise ValueError(f"sigmas {float(sigmas.max()):.4g} .. {float(sigmas[sigmas > 0].min()):.4g} leave the range "
+                         f"of {x.dtype}: sample in float64 or choose another grid")
+    return cast
 
 
 def check_setting(name: str, value: float, *, low: float = 0.0, allow_inf: bool = False) -> float:

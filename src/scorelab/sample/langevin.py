@@ -27,7 +27,7 @@ def annealed_langevin(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[f
     estimate ``x <- D(x, sigma_L)`` (Tweedie's formula; the final denoising of Jolicoeur-Martineau et al.
     2021), which removes the last level's noise. NFE: ``L * steps_per_level``, plus one for the trailing 0.
     ``callback(i, sigma, x, denoised)`` sees every Langevin step, ``i`` counting steps."""
-    check_sigmas(sigmas, x, min_len=1)
+    in_dtype = check_sigmas(sigmas, x, min_len=1)  # the levels the denoiser sees, in x's dtype
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64)  # the step sizes from the levels in float64
     if check_setting("eps", eps) == 0 or isinstance(steps_per_level, bool) or not isinstance(steps_per_level, int) \
             or steps_per_level < 1:
@@ -40,9 +40,9 @@ def annealed_langevin(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[f
     sigma_L = levels[-1]
     bar = tqdm(total=len(levels) * steps_per_level, disable=not progress, desc="langevin")
     i = 0
-    for sigma in levels:
+    for k, sigma in enumerate(levels):
         alpha = eps * (sigma / sigma_L) ** 2 if step_scale == "ncsn" else eps
-        sigma_t = torch.full((len(x),), sigma, dtype=x.dtype, device=x.device)
+        sigma_t = in_dtype[k].expand(len(x))
         for _ in range(steps_per_level):
             s = score(denoiser, x, sigma_t)
             if callback is not None:
@@ -52,7 +52,7 @@ def annealed_langevin(denoiser: Denoiser, x: Tensor, sigmas: Tensor | Sequence[f
             bar.update(1)
     bar.close()
     if float(sigmas[-1]) == 0:
-        x = denoiser(x, torch.full((len(x),), sigma_L, dtype=x.dtype, device=x.device))
+        x = denoiser(x, in_dtype[len(levels) - 1].expand(len(x)))
     return check_finite_result(x, "annealed-langevin")
 
 

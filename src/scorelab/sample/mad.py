@@ -29,14 +29,15 @@ def mad_gamma(t: Tensor | Sequence[float], a: float, b: float, p: float) -> Tens
     t64 = torch.as_tensor(t, dtype=torch.float64).cpu().numpy()
     if not np.all(t64 > 0):
         raise ValueError("gamma is defined for t > 0 only")
-    t2 = t64**2
-    upper = np.minimum(t2 / b, (t2 / a) ** (p / 2))
-    res = elementwise.find_root(
-        lambda g, t2: a * g ** (2 / p) + b * g - t2,
-        (np.zeros_like(t2), upper),
-        args=(t2,),
-        tolerances={"xatol": 0.0, "xrtol": 4 * np.finfo(np.float64).eps},
-    )
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values fail the root finding, checked below
+        t2 = t64**2
+        upper = np.minimum(t2 / b, (t2 / a) ** (p / 2))
+        res = elementwise.find_root(
+            lambda g, t2: a * g ** (2 / p) + b * g - t2,
+            (np.zeros_like(t2), upper),
+            args=(t2,),
+            tolerances={"xatol": 0.0, "xrtol": 4 * np.finfo(np.float64).eps},
+        )
     if not np.all(res.success):
         raise ValueError(  # only when a, b, p push gamma out of floating-point range
             f"no gamma solves a gamma^(2/p) + b gamma = t^2 in float64 for t = {t64[~res.success]} "
