@@ -189,6 +189,16 @@ CASES = [
 ]
 
 
+if not torch.cuda.is_available():  # a device this machine lacks, in every command that takes one
+    CASES += [
+        ("train-device-cuda", "train --data gmm3 --device cuda --out {out}", "no CUDA GPU"),
+        ("sample-device-cuda", "sample {gmm3} --device cuda --n 2 --out {out}", "no CUDA GPU"),
+        ("inpaint-device-cuda", "inpaint {digits} --device cuda --images digits:test --mask top --n 1 --out {out}",
+         "no CUDA GPU"),
+        ("analyze-device-cuda", "analyze gaussianity {digits} --device cuda --out {out}", "no CUDA GPU"),
+    ]
+
+
 @pytest.mark.parametrize("case,arguments,message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_ends_in_one_clear_error_line(files, tmp_path, capsys, ledger, case, arguments, message):
     out = tmp_path / "out"
