@@ -162,11 +162,19 @@ def load_cached(model: M, path: Path) -> M | None:
     return model.eval().requires_grad_(False)
 
 
+SHIPPED = Path(__file__).resolve().parent.parent / "pretrained" / "classifiers"
+"""Classifier weights shipped with the package, named as in the cache (the recipe's hash in the name),
+so every machine measures with the same network and none has to train it."""
+
+
 def cached(make: Callable[[], M], train: Callable[[], M], path: Path) -> M:
-    """The classifier cached at ``path`` (built by ``make``), or ``train()``'s, saved there first
-    (atomically: :func:`scorelab.checkpoint.atomic_write`). Training runs with gradients on even
-    when the first use comes from inside ``torch.no_grad()`` (a metric called while sampling)."""
+    """The classifier cached at ``path`` (built by ``make``), else the one shipped under the same name
+    (:data:`SHIPPED`), else ``train()``'s, saved at ``path`` first (atomically:
+    :func:`scorelab.checkpoint.atomic_write`). Training runs with gradients on even when the first
+    use comes from inside ``torch.no_grad()`` (a metric called while sampling)."""
     model = load_cached(make(), path)
+    if model is None:
+        model = load_cached(make(), SHIPPED / path.name)
     if model is None:
         with torch.enable_grad():
             model = train()

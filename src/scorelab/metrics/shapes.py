@@ -10,8 +10,10 @@ trained instead on labelled renderings (:func:`scorelab.data.shapes.clean`) unde
 corruption, under erosion without noise, under random milder or harsher corruptions, and at
 random contrast and brightness, with outlier exposure (Hendrycks et al. 2019) on noise and on
 blobs (filled ellipses), which are not shapes. Every batch is freshly drawn, so it never sees an
-image twice; it is trained deterministically on first use for each image size (about two
-minutes on one CPU thread) and cached as safetensors, like :mod:`scorelab.metrics.digits`.
+image twice. The 32 and 64 px classifiers ship with the package (their weights under their cache
+names, :data:`scorelab.metrics.classifier.SHIPPED`), so every machine measures with the same network;
+for another image size it is trained deterministically on first use (about two minutes on one CPU
+thread) and cached as safetensors, like :mod:`scorelab.metrics.digits`.
 """
 
 from __future__ import annotations
