@@ -189,7 +189,8 @@ def test_every_command_runs_on_a_diffusers_folder(pipeline_folder, tmp_path, cap
     model = f"diffusers:{pipeline_folder}"
     common = ("--n", 3, "--steps", 4, "--device", "cpu")
     for sampler in SAMPLERS:
-        extra = ("--levels", "geometric:1:0.05:3", "--steps-per-level", 2) if sampler == "annealed-langevin" else ()
+        extra = {"annealed-langevin": ("--levels", "geometric:1:0.05:3", "--steps-per-level", 2),
+                 "early-stop": ("--sigma-stop", 0.5)}.get(sampler, ())
         assert run("sample", model, "--sampler", sampler, *common, *extra, "--out", tmp_path / sampler) == 0, sampler
         assert np.isfinite(np.load(tmp_path / sampler / "samples.npz")["samples"]).all()
     assert run("sample", model, "--sampler", "ddim", "--schedule", "model", *common, "--out", tmp_path / "own") == 0

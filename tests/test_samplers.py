@@ -113,7 +113,8 @@ def test_every_registered_sampler_has_the_one_signature():
             "generator": None, "callback": None, "progress": False}, name
 
 
-PARAMS = {"heun": {"S_churn": 1.0}, "mad": {"a": 1.0, "b": 1.0, "p": 1.0}}
+PARAMS = {"heun": {"S_churn": 1.0}, "mad": {"a": 1.0, "b": 1.0, "p": 1.0}, "mad-heun": {"a": 1.0, "b": 1.0, "p": 1.0},
+          "early-stop": {"sigma_stop": 0.5}}
 
 
 @pytest.mark.parametrize("name", list(SAMPLERS))

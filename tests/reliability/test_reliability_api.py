@@ -25,6 +25,8 @@ SETTINGS = {  # every numeric setting of every sampler, fuzzed
     "heun": ("S_churn", "S_min", "S_max", "S_noise"),
     "euler-ancestral": ("eta", "s_noise"),
     "mad": ("a", "b", "p", "delta"),
+    "mad-heun": ("a", "b", "p", "delta"),
+    "early-stop": ("sigma_stop",),
     "annealed-langevin": ("eps",),
 }
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -50,8 +52,10 @@ def sampler_calls(draw: st.DrawFn, name: str) -> tuple:
     scale = draw(st.sampled_from([1.0, 80.0, 1e30, float("nan"), float("inf")]))
     x = scale * torch.randn(batch, 3, generator=torch.Generator().manual_seed(draw(st.integers(0, 9))), dtype=dtype)
     params = {key: draw(NUMBERS) for key in SETTINGS.get(name, ()) if draw(st.booleans())}
-    if name == "mad":
+    if name in ("mad", "mad-heun"):
         params = {"a": 1.0, "b": 1.0, "p": 1.0} | params
+    if name == "early-stop":
+        params = {"sigma_stop": 0.5} | params
     if name == "annealed-langevin":
         params["steps_per_level"] = draw(st.integers(-1, 3))
     return dtype, x, sigmas, params

@@ -20,10 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", required=True, help="the unknown half: top, bottom, left, right; or a .npy (0/1) or "
                    "PNG (white = known) file of shape (H, W) or (C, H, W)")
     options.add_sampler(p, default="annealed-langevin")
-    p.add_argument("--seed", type=int, default=0, help="image i draws its noise from seed + i")
+    p.add_argument("--seed", type=int, default=0, help="image i draws its noise from seed + i (default %(default)s)")
     ald = options.add_langevin(p, "annealed Langevin (--sampler annealed-langevin)")
     ald.add_argument("--no-denoise-last", action="store_true", help="skip the final x <- D(x, sigma_L)")
-    options.add_grid(p.add_argument_group("ODE samplers (--sampler heun, euler, mad)"))
+    options.add_grid(p.add_argument_group("the Karras grid (every --sampler but annealed-langevin)"))
     options.add_stochastic(p)
     options.add_mad(p)
     options.add_device(p)
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     generators = generators_for_seeds(seeds, model.device)
     with torch.no_grad():
         out = inpaint(model.denoiser, images.to(model.device), mask.to(model.device), sigmas, sampler=args.sampler,
-                      generator=generators, progress=not args.no_progress, **options.sampler_params(args)).cpu()
+                      generator=generators, progress=not args.no_progress,
+                      **options.sampler_params(args, model, sigmas)).cpu()
     rmse = unknown_rmse(out, images, mask)
     target = args.out or model.output_dir("inpaint", f"{args.sampler}-{Path(args.mask).stem}-seed{args.seed}")
     target.mkdir(parents=True, exist_ok=True)

@@ -18,25 +18,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="sample from a trained run or a shipped model")
     options.add_model(p, optional=True)
     p.add_argument("--pretrained", metavar="NAME", help="a model shipped with scorelab instead of RUN (the same as "
-                   "RUN = pretrained:NAME): shapes-noisy, shapes-noisy-32 (UNets trained on noisy shapes; use "
-                   "--sampler mad)")
+                   "RUN = pretrained:NAME): shapes-noisy (64x64) or shapes-noisy-32 (32x32), UNets trained on "
+                   "noisy shapes only, for --sampler mad (default: none, RUN names the model)")
     options.add_sampler(p)
     options.add_grid(p)
     p.add_argument("--n", "--num-samples", dest="n", type=int, default=1000,
-                   help="number of samples (seeds seed .. seed+n-1); --num-samples under torchrun, whose own "
-                   "options swallow --n")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first sample (default 0)")
-    p.add_argument("--batch-size", type=int, default=1000)
+                   help="number of samples, >= 1, from seeds seed .. seed+n-1 (default %(default)s); write "
+                   "--num-samples under torchrun, whose own options swallow --n")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample i draws all its noise "
+                   "from seed + i (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=1000, help="samples per denoiser batch: memory, not the "
+                   "samples, depends on it, up to float32 rounding (default %(default)s)")
     options.add_stochastic(p)
     ald = options.add_langevin(p, "annealed Langevin (--sampler annealed-langevin; Song & Ermon 2019, Algorithm 1)")
     ald.add_argument("--denoise-last", action="store_true", help="end with x <- D(x, sigma_L)")
     p.add_argument("--teleport", metavar="K|auto", help="replace the first K steps by the closed-form flow of the "
-                   "training data's Gaussian (Gaussian-score paper, Algorithm 1); 'auto' picks K from the model")
+                   "training data's Gaussian (Gaussian-score paper, Algorithm 1); 'auto' picks K from the model "
+                   "(default: no teleportation)")
     p.add_argument("--teleport-threshold", type=float, default=0.01,
                    help="for --teleport auto: the largest unexplained fraction of the score allowed (default 0.01)")
     options.add_mad(p)
     p.add_argument("--grid", metavar="a=..;b=..", help="with --sampler mad: one sample set per parameter "
-                   "combination from the same seeds, beside Heun's, e.g. 'a=1,2;b=5,10,20' (any of a, b, p, delta)")
+                   "combination from the same seeds, beside Heun's, e.g. 'a=1,2;b=5,10,20' (any of a, b, p, delta; "
+                   "default: one sample set)")
     options.add_device(p)
     options.add_out(p, "RUN/samples/SAMPLER-STEPS-seedSEED, or samples/NAME/... for a shipped model")
     p.set_defaults(run_command=run)
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     model = options.open_model(args, options.device(args))
     seeds = options.seed_range(args.seed, args.n)
     sigmas = options.sigma_grid(args, model, denoise_last=args.denoise_last)
-    params = options.sampler_params(args)
+    params = options.sampler_params(args, model, sigmas)
     settings: dict[str, Any] = {"sigmas": sigmas, "batch_size": args.batch_size, "device": model.device,
                                 "progress": not args.no_progress}
     if args.teleport is not None:

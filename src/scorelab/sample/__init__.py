@@ -3,10 +3,11 @@
 
 from .ancestral import euler_ancestral
 from .common import CountNFE, Sampler, check_sigmas, generators_for_seeds, noise_for_seeds, randn
+from .early_stop import early_stop
 from .generate import generate, generate_sharded
 from .inpaint import KnownPart, inpaint, read_mask, side_mask, unknown_rmse
 from .langevin import annealed_langevin, langevin
-from .mad import mad, mad_gamma
+from .mad import mad, mad_gamma, mad_heun
 from .ode import ddim, dpmpp_2m, euler, heun
 from .registry import SAMPLERS, get_sampler
 from .sweep import parse_grid, sweep
@@ -22,6 +23,7 @@ __all__ = [
     "check_sigmas",
     "ddim",
     "dpmpp_2m",
+    "early_stop",
     "euler",
     "euler_ancestral",
     "gaussian_agreement",
@@ -34,6 +36,7 @@ __all__ = [
     "langevin",
     "mad",
     "mad_gamma",
+    "mad_heun",
     "noise_for_seeds",
     "parse_grid",
     "randn",

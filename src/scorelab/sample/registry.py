@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from .ancestral import euler_ancestral
 from .common import Sampler
+from .early_stop import early_stop
 from .langevin import annealed_langevin
-from .mad import mad
+from .mad import mad, mad_heun
 from .ode import ddim, dpmpp_2m, euler, heun
 
 SAMPLERS: dict[str, Sampler] = {
@@ -18,6 +19,8 @@ SAMPLERS: dict[str, Sampler] = {
     "ddim": ddim,
     "euler-ancestral": euler_ancestral,
     "mad": mad,
+    "mad-heun": mad_heun,
+    "early-stop": early_stop,
     "annealed-langevin": annealed_langevin,
 }
 
