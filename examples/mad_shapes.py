@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/shapes-eval")
     parser.add_argument("--a", default="0.0005,0.001,0.002,0.005,0.01,0.02,0.05")
     parser.add_argument("--b", default="2,5,10,15,20,30,50,75")
-    parser.add_argument("--p", type=float, default=8.0, help="gamma = sigma^p (the paper: 8)")
+    parser.add_argument("--p", type=float, default=8.0, help="p of a gamma^(2/p) + b gamma = sigma^2 (the paper: 8)")
     parser.add_argument("--delta", type=float, default=1e-3)
     parser.add_argument("--derivative", default="central")
     parser.add_argument("--steps", type=int, default=32, help="Karras grid steps for Heun and MAD alike")

@@ -12,10 +12,15 @@ READMES = [Path(__file__).parents[1] / name for name in ("README.md", "examples/
 
 
 def readme_commands() -> list[list[str]]:
-    """The argument lists of the README's ``scorelab`` commands (``torchrun ... -m scorelab`` too);
-    lines with placeholders (``...``, ``[OPTIONAL]``) are left out."""
+    """The argument lists of the READMEs' ``scorelab`` commands."""
+    return scorelab_commands("\n".join(readme.read_text() for readme in READMES))
+
+
+def scorelab_commands(markdown: str) -> list[list[str]]:
+    """The argument lists of the ``scorelab`` commands (``torchrun ... -m scorelab`` too) in the bash and
+    indented code blocks of ``markdown``; lines with placeholders (``...``, ``[OPTIONAL]``) are left out."""
     commands = []
-    text = "\n".join(readme.read_text() for readme in READMES).replace("\\\n", " ")
+    text = markdown.replace("\\\n", " ")
     fenced = re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
     indented = re.findall(r"^ {4}(scorelab .*)$", text, flags=re.MULTILINE)  # indented code blocks
     for block in fenced + indented:

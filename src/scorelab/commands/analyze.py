@@ -29,18 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = analyses.add_parser("trajectories", help="distance between the network's sampling path and an analytical "
                             "model's from the same noise (Figures 7, 8, 15; a VP model's DDIM path in its own "
                             "coordinates, Figure 16)")
-    q.add_argument("--reference", default="gaussian", help="gaussian (closed form), gmmK, delta, isotropic")
+    q.add_argument("--reference", default="gaussian", help="the analytical model whose path is compared: gaussian "
+                   "(closed form), gmmK, gmmK-rR, delta or isotropic, fitted to the training data (default "
+                   "%(default)s)")
     q.add_argument("--sampler", choices=list(DETERMINISTIC), help="the path's sampler (default: ddim for a VP model, "
                    "compared in its coordinates x_t = alpha_t x with the closed form with data scale; heun otherwise)")
     q.add_argument("--n", type=int, default=64, help="number of paths (seeds seed .. seed+n-1; default 64)")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="seed of the first path's noise (default %(default)s)")
     options.add_grid(q)
     q.set_defaults(run_command=trajectories)
     q = analyses.add_parser("field", help="the score on the plane through three training images (Figure 11)")
     q.add_argument("--anchors", required=True, help="three training-image indices, e.g. 0,1,2")
-    q.add_argument("--sigma", type=float, required=True)
+    q.add_argument("--sigma", type=float, required=True, help="the noise level at which the score is drawn, > 0 "
+                   "(inside a wrapped model's own range)")
     q.add_argument("--grid", type=int, default=25, help="points per side of the plane (default 25)")
-    q.add_argument("--models", default="gaussian,gmm10,delta", help="analytical models beside the network")
+    q.add_argument("--models", default="gaussian,gmm10,delta", help="analytical models beside the network, "
+                   "comma-separated: isotropic, gaussian, gmmK, gmmK-rR, delta (default %(default)s)")
     q.set_defaults(run_command=field)
     q = analyses.add_parser("dynamics", help="plot the unexplained variance recorded during training (--track)")
     q.add_argument("run", help="run directory")

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="FID or KID of a run's samples against a dataset (Inception-v3 features "
                        "through torch-fidelity; pip install 'scorelab[fid]')")
     options.add_model(p)
-    p.add_argument("--metric", default="fid", choices=["fid", "kid"])
+    p.add_argument("--metric", default="fid", choices=["fid", "kid"], help="fid (Frechet Inception distance) or kid "
+                   "(kernel Inception distance), on Inception-v3's 2048 pool features (default %(default)s)")
     p.add_argument("--ref", required=True, help="reference images, as --data of train (e.g. cifar-10-batches-py); "
                    "their statistics are cached in $SCORELAB_CACHE or ~/.cache/scorelab")
     p.add_argument("--ref-n", type=int, help="use the first N reference images (default all)")
@@ -25,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "downloaded")
     options.add_sampler(p, choices=["heun", "euler"])
     options.add_grid(p)
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=500, help="images per batch, for sampling and for the Inception "
+                   "features (default %(default)s)")
     options.add_device(p)
     p.add_argument("--out", help="result JSON (default RUN/eval/METRIC-SAMPLER-STEPS-seedsA-B.json)")
     p.set_defaults(run_command=run)

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_model(p)
     p.add_argument("--out", type=Path, required=True, help="output .safetensors file")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="storage precision (float16 halves the file; loading casts back to float32)")
+                   help="storage precision (float16 halves the file; loading casts back to float32; default "
+                   "%(default)s)")
     p.set_defaults(run_command=run)
 
 
