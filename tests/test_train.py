@@ -110,6 +110,18 @@ def test_ema_and_lr_schedules():
     assert ema_beta(10, 50, 0.1) == pytest.approx(0.5)  # half-life ramped to 1 step
 
 
+def test_cosine_decay_runs_from_lr_after_the_warm_up_to_zero_at_the_last_step(tmp_path):
+    assert lr_at(5, 1e-3, 10, "cosine", 110) == pytest.approx(5e-4)  # still warming up
+    assert lr_at(10, 1e-3, 10, "cosine", 110) == pytest.approx(1e-3)
+    assert lr_at(60, 1e-3, 10, "cosine", 110) == pytest.approx(5e-4)  # half way: cos(pi / 2) = 0
+    assert lr_at(110, 1e-3, 10, "cosine", 110) == pytest.approx(0, abs=1e-18)
+    train(small_config(steps=20, warmup=0, lr_decay="cosine", log_every=10), tmp_path / "r", progress=False)
+    logged = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1] == pytest.approx(0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_decay"):
+        small_config(lr_decay="linear").validate()
+
+
 def test_invalid_settings_are_rejected():
     with pytest.raises(ValueError, match="batch_size"):
         small_config(batch_size=0).validate()

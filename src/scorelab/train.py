@@ -51,6 +51,7 @@ from .schedules import parse_levels
 
 LOSSES = ("edm", "ncsn", "ncsn-continuous", "ssm", "ssm-vr", "esm")
 PRECISIONS = ("fp32", "bf16")
+LR_DECAYS = ("constant", "cosine")
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     warmup: int = 100            # steps of linear learning-rate warm-up
+    lr_decay: str = "constant"   # after the warm-up: "constant", or "cosine" down to 0 at the last step
     ema_halflife: float = 500.0  # EMA half-life in steps (EDM's ema_halflife_kimg, in steps)
     ema_rampup: float = 0.1      # half-life at most ema_rampup * step early on (EDM)
     seed: int = 0
@@ -120,6 +122,8 @@ class TrainConfig:
             parse_levels(self.levels)
         if self.latent is not None:
             parse_latent(self.latent)
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -175,9 +179,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def lr_at(step: int, lr: float, warmup: int) -> float:
-    """Linear warm-up over the first ``warmup`` steps, then constant."""
-    return lr * min(1.0, step / warmup) if warmup > 0 else lr
+def lr_at(step: int, lr: float, warmup: int, decay: str = "constant", steps: int = 0) -> float:
+    """Linear warm-up over the first ``warmup`` steps, then constant, or with ``decay="cosine"`` a
+    half cosine from ``lr`` down to 0 at step ``steps`` (Loshchilov & Hutter 2017, SGDR, eq. 5 with
+    one cycle and no restart): for a fixed budget it ends on the small steps that EMA otherwise has
+    to average over."""
+    if warmup > 0 and step < warmup:
+        return lr * step / warmup
+    if decay == "cosine" and steps > warmup:
+        progress = min(1.0, (step - warmup) / (steps - warmup))
+        return lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return lr
 
 
 def ema_beta(step: int, halflife: float, rampup: float) -> float:
@@ -236,7 +248,8 @@ def build_state(config: TrainConfig, data: Tensor | MappedImages, device: torch.
         model.gaussian.load_state_dict(fitted.state_dict())
     model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr_at(0, config.lr, config.warmup))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr_at(0, config.lr, config.warmup, config.lr_decay,
+                                                              config.steps))
     generator = torch.Generator(device).manual_seed(config.seed)
     return TrainState(model, ema, optimizer, generator)
 
@@ -513,7 +526,7 @@ def _step(state: TrainState, data: Tensor | MappedImages, loss_fn: Loss, config:
     grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), math.inf)  # one fused pass, no clipping
     state.step += 1
     for group in state.optimizer.param_groups:
-        group["lr"] = lr_at(state.step, config.lr, config.warmup)
+        group["lr"] = lr_at(state.step, config.lr, config.warmup, config.lr_decay, config.steps)
     if bool(torch.isfinite(grad_norm)):
         state.optimizer.step()
     else:

@@ -14,6 +14,24 @@ from . import options
 NUMBERS = [("steps", int), ("batch_size", int), ("lr", float), ("warmup", int), ("ema_halflife", float),
            ("seed", int), ("sigma_data", float), ("P_mean", float), ("P_std", float), ("n_data", int),
            ("checkpoint_every", int), ("keep_checkpoints", int), ("log_every", int), ("track_every", int)]
+NUMBER_HELP = {  # what each number does; its default is TrainConfig's
+    "steps": "training steps (optimizer updates) in all, >= 1; with --resume the new total",
+    "batch_size": "examples per step, >= 1; under torchrun divisible by the number of processes",
+    "lr": "Adam's learning rate after the warm-up, > 0",
+    "warmup": "steps of linear learning-rate warm-up from 0, >= 0",
+    "ema_halflife": "half-life of the weights' EMA in steps, > 0; early on min(half-life, 0.1 x step), as in EDM",
+    "seed": "seed of the batch indices, the training noise and a toy's samples",
+    "sigma_data": "the data's standard deviation in EDM's preconditioning and loss, > 0 (default: measured on the "
+                  "data)",
+    "P_mean": "mean of ln sigma in the EDM loss (default: -1.2 + ln(sigma_data / 0.5), EDM's shifted to the "
+              "data's scale)",
+    "P_std": "standard deviation of ln sigma in the EDM loss, > 0",
+    "n_data": "samples drawn from a toy dataset, >= 2 (other data: unused)",
+    "checkpoint_every": "steps between two checkpoints, >= 1 (the last step is always saved)",
+    "keep_checkpoints": "how many of the newest checkpoints are kept, >= 1",
+    "log_every": "steps between two lines of metrics.jsonl, >= 1",
+    "track_every": "steps between two --track measurements, >= 0 (0: no tracking)",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,18 +44,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     for name, kind in NUMBERS:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"default {getattr(defaults, name)}")
+        default = getattr(defaults, name)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind,
+                       help=NUMBER_HELP[name] + ("" if default is None else f" (default {default})"))
     p.add_argument("--loss", help="edm (default), ncsn, ncsn-continuous (over --levels), ssm, ssm-vr, esm "
                    "(sliced, variance-reduced sliced and exact score matching)")
     p.add_argument("--levels", help=f"NCSN noise levels KIND:SIGMA_MAX:SIGMA_MIN:L, KIND geometric, linear or sqrt "
                    f"(default {defaults.levels})")
     options.add_device(p, default=None)  # None: the config's own (auto), or the run's on resume
     p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="network option, e.g. width=128 or channel_mult=[1,2] (repeatable)")
+                   help="network option with a JSON value, e.g. width=128 or channel_mult=[1,2] (repeatable; "
+                   "default: none, the network's own defaults)")
     p.add_argument("--track", metavar="MODELS", help="analytical models to compare the network with every "
                    "--track-every steps, e.g. gaussian,gmm10,delta (metrics unexplained/QUERY/MODEL/SIGMA in "
-                   "metrics.jsonl)")
-    p.add_argument("--track-sigmas", metavar="S1,S2,..", help="noise levels for --track (default 0.1,1,10)")
+                   "metrics.jsonl; default: none)")
+    p.add_argument("--track-sigmas", metavar="S1,S2,..", help="comma-separated noise levels for --track, each > 0 "
+                   "(default 0.1,1,10)")
+    p.add_argument("--lr-decay", choices=["constant", "cosine"], help="the learning rate after the warm-up: "
+                   "constant (default) or a half cosine down to 0 at the last of --steps (with --resume and a new "
+                   "--steps, the cosine stretches to the new total)")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="fp32 (default: fastest for the UNets measured, "
                    "benchmarks/RESULTS.md) or bf16 autocast of the forward pass")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training forward pass")
@@ -45,10 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "metrics, and EMA samples at checkpoints (an image grid, or a scatter plot of vectors)")
     p.add_argument("--init", metavar="SOURCE", help="fine-tune: start the model and its EMA from the EMA weights of "
                    "SOURCE (a run directory, a checkpoint or exported weights file, or pretrained:NAME; the same "
-                   "network), with a fresh optimizer and step count (EDM's --transfer)")
+                   "network), with a fresh optimizer and step count (EDM's --transfer; default: none, a fresh "
+                   "initialisation)")
     p.add_argument("--latent", metavar="SPEC", help="train on PCA codes of the data (scorelab.latent): pca:K "
                    "components, pca:0.95 (explained-variance fraction) or pca:elbow, optionally :whiten; use a "
-                   "vector model (mlp, ncsn-mlp); sample decodes to images")
+                   "vector model (mlp, ncsn-mlp); sample decodes to images (default: none, the data itself)")
     p.set_defaults(run_command=run)
 
 
