@@ -1,12 +1,16 @@
 """Training throughput and sampling time of the core models, against the bare network cost.
 
-    python benchmarks/bench_core.py [--device cpu|cuda] [--steps 200]
+    python benchmarks/bench_core.py [--device cpu|cuda] [--steps 200] [--demo]
 
 For each model (the MLP on gmm3, the UNet on digits) it prints:
 - training throughput of ``scorelab.train``'s step (examples/s), and the ratio to a bare
   forward+backward+Adam step of the same network on the same batch (the baseline, same process);
 - sampling time per 1 000 samples at 18 Heun steps (35 NFE), and the ratio to 35 bare
   network evaluations of a 1 000 batch (the sampler's overhead).
+
+With ``--demo`` the models are ``scorelab demo``'s own (networks, batch sizes, steps), and it also
+prints each training phase's bare cost (steps x the bare step) beside the phase the demo would take
+at the measured step time: what is left of the demo's time once the network itself is paid for.
 """
 
 from __future__ import annotations
@@ -76,16 +80,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--demo", action="store_true", help="the demo's networks and batch sizes")
     args = parser.parse_args()
+    models = MODELS
+    if args.demo:
+        from dataclasses import replace
+
+        from scorelab.demo import DIGITS, GMM3
+
+        models = {"mlp/gmm3 (demo)": replace(GMM3), "unet/digits (demo)": replace(DIGITS)}
     device = resolve_device(args.device)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"device {device} ({machine}), torch {torch.__version__}")
     print(f"{'model':<12} {'train ex/s':>11} {'vs bare step':>13} {'s/1000 samples':>15} {'vs 35 bare evals':>17}")
-    for name, config in MODELS.items():
+    for name, config in models.items():
+        total = config.steps
         r = bench(name, config, device, args.steps)
         print(f"{name:<12} {r['train_ex_s']:>11.0f} {r['train_ratio']:>12.2f}x {r['sample_s_per_1000']:>15.3f} "
               f"{r['sample_ratio']:>16.2f}x")
+        if args.demo:
+            step = config.batch_size / r["train_ex_s"]
+            print(f"    {total} steps: {total * step / r['train_ratio']:.0f} s of bare steps, "
+                  f"{total * step:.0f} s of training steps")
 
 
 if __name__ == "__main__":

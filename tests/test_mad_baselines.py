@@ -3,7 +3,6 @@ Gaussian response behind the automatic (a, b), and the measures a blurred image 
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -73,23 +72,20 @@ def test_early_stop_refuses_a_stop_outside_the_grid(sigma_stop):
 def test_mad_heun_is_second_order_and_mad_first_order():
     """The MAD flow of a 1-D Gaussian is linear, x(t_end) = c x(t_0), and c is a 1-D integral:
     d ln x / dt = t r(t) / (v + t^2) with r = m ((1 + gamma) - b gamma / (v + t^2)). Integrated here
-    in float64 with scipy's adaptive quadrature (independent of both samplers), on grids ending at
+    in float64 by Simpson's rule on 40 001 points (independent of both samplers), on grids ending at
     sigma_min > 0 so both integrate the same ODE. Doubling the steps must divide the error of MAD by
     about 2 and of MAD-Heun by about 4: observed orders above 0.8 and 1.7."""
     import numpy as np
-    from scipy.integrate import quad
+    from scipy.integrate import simpson
 
     from scorelab.sample import mad_gamma
 
     v, a, b, p, lo, hi = 0.5, 1.0, 1.0, 1.0, 0.05, 80.0
-
-    def rate(t: float) -> float:
-        g = float(mad_gamma([t], a, b, p)[0])
-        m = 1 / (g + a * g ** (2 / p) / t**2)
-        return t * m * ((1 + g) - b * g / (v + t**2)) / (v + t**2)
-
-    edges = np.geomspace(lo, hi, 40)
-    exact = math.exp(-sum(quad(rate, u, w, epsabs=0, epsrel=1e-12)[0] for u, w in itertools.pairwise(edges)))
+    t = np.geomspace(lo, hi, 40_001)  # Simpson's rule in ln t: error ~ (step in ln t)^4 ~ 1e-16
+    g = mad_gamma(t, a, b, p).numpy()
+    m = 1 / (g + a * g ** (2 / p) / t**2)
+    rate = t * m * ((1 + g) - b * g / (v + t**2)) / (v + t**2)
+    exact = math.exp(-simpson(rate * t, x=np.log(t)))
     x0 = torch.ones(1, 1, dtype=F64)
     errors = {}
     for name, sampler in (("mad", mad), ("mad-heun", mad_heun)):

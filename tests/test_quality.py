@@ -26,7 +26,8 @@ def test_exact_gmm3_denoiser_meets_the_bars_with_the_demo_sampler():
 
 
 def test_a_briefly_trained_mlp_recovers_the_gmm3_mode_weights(tmp_path):
-    config = TrainConfig(data="gmm3", model="mlp", steps=3000, ema_halflife=500, checkpoint_every=3000, device="cpu")
+    config = TrainConfig(data="gmm3", model="mlp", steps=1500, batch_size=512, lr=3e-3, ema_halflife=200,
+                         checkpoint_every=1500, model_options={"width": 128}, device="cpu")
     train(config, tmp_path / "r", progress=False)
     denoiser, _ = load_denoiser(tmp_path / "r")
     x, _ = generate(denoiser, (2,), range(10_000), batch_size=10_000, sigmas=GMM3_SIGMAS)
