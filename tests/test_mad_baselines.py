@@ -206,3 +206,19 @@ def test_blur_keeps_the_correlation_but_fails_the_clean_measures():
 def test_clean_distances_refuse_mismatched_sizes():
     with pytest.raises(ValueError, match="differ"):
         clean_distances(torch.zeros(4, 1, 32, 32), torch.zeros(4, 1, 64, 64))
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_early_stop_needs_its_level_and_auto_needs_both(tmp_path, capsys):
+    from scorelab.cli import main
+
+    common = ["--no-progress", "sample", "--pretrained", "shapes-noisy-32", "--steps", "4", "--n", "2"]
+    assert main([*common, "--sampler", "early-stop", "--out", str(tmp_path / "e")]) == 2
+    assert "--sigma-stop" in capsys.readouterr().err
+    assert main([*common, "--sampler", "mad", "--a", "auto", "--b", "1", "--out", str(tmp_path / "m")]) == 2
+    assert "--b auto" in capsys.readouterr().err
+    assert main([*common, "--sampler", "early-stop", "--sigma-stop", "0.5", "--out", str(tmp_path / "s")]) == 0
+    assert main([*common, "--sampler", "mad-heun", "--a", "auto", "--b", "auto", "--p", "8",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert "MAD auto: noise variance" in capsys.readouterr().err  # the shipped model's data is not shipped

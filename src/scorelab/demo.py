@@ -21,10 +21,14 @@ from .sample import generate
 from .schedules import karras
 from .train import TrainConfig, train
 
-GMM3 = TrainConfig(data="gmm3", model="mlp", steps=4000, batch_size=1024, lr=2e-3, ema_halflife=500,
-                   checkpoint_every=1000, device="cpu")
-DIGITS = TrainConfig(data="digits", model="unet", steps=3000, batch_size=128, lr=1e-3, ema_halflife=300,
-                     checkpoint_every=500, model_options={"model_channels": 32}, device="cpu")
+# Sized for a few minutes on 2 CPU cores (benchmarks/RESULTS.md, "scorelab demo"): a width-128 MLP
+# with a cosine learning-rate decay reaches the bars of the width-256 one in half the steps at a
+# quarter of the cost per step; the digits UNet has one residual block per level and no attention.
+GMM3 = TrainConfig(data="gmm3", model="mlp", steps=2000, batch_size=1024, lr=3e-3, lr_decay="cosine",
+                   ema_halflife=250, checkpoint_every=1000, model_options={"width": 128}, device="cpu")
+DIGITS = TrainConfig(data="digits", model="unet", steps=2000, batch_size=128, lr=2e-3, ema_halflife=200,
+                     checkpoint_every=500, model_options={"model_channels": 32, "num_res_blocks": 1, "attn_levels": []},
+                     device="cpu")
 QUICK_STEPS = 20
 # 18 Heun steps. EDM's image grid (0.002, 80, rho 7) spends its steps below the scale of gmm3's
 # unit-variance modes; this grid, the best of a scan with the *exact* denoiser (README), halves

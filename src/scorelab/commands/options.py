@@ -141,16 +141,17 @@ def auto_or_float(text: str) -> float | str:
 
 def mad_params(args: argparse.Namespace, model: Run, sigmas: Tensor) -> dict[str, Any]:
     """MAD's settings; ``--a auto --b auto`` solves for (a, b) from the noise variance of the run's
-    training data (its finest wavelet band), else of 64 Heun samples of the model."""
+    training data (its finest wavelet band), else, where that data cannot be read, of 64 Heun samples
+    of the model."""
     a, b = args.a, args.b
     if "auto" in (a, b):
         from ..sample.mad_tuning import auto_parameters, model_noise_variance, noise_variance
 
         if a != b:
             raise ValueError("--a auto needs --b auto (and --b auto needs --a auto): the rule picks both")
-        if model.data and len(model.data_shape) == 3:
+        try:  # the run's training data, where it can still be read
             noise_var, source = noise_variance(model.training_data()[:1024]), "its training data"
-        else:
+        except (ValueError, OSError):  # none recorded, moved or gone (a shipped model): the model's own samples
             noise_var, source = model_noise_variance(model.denoiser, model.data_shape, sigmas, device=model.device), \
                 "64 Heun samples"
         a, b = auto_parameters(noise_var, sigmas.cpu(), args.p)
