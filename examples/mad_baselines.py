@@ -37,20 +37,12 @@ from mad_shapes import measure, quantise
 from scorelab import viz
 from scorelab.data import shapes
 from scorelab.data.toy import load
-from scorelab.metrics.shapes import clean_distances
+from scorelab.metrics.shapes import clean_distances, gaussian_blur
 from scorelab.runs import load_denoiser
 from scorelab.sample import generate, mad, mad_heun
 from scorelab.sample.mad_tuning import auto_parameters, gaussian_response, noise_variance
 from scorelab.schedules import karras
 from scorelab.train import resolve_device
-
-
-def blur(x: torch.Tensor, width: float = 1.5) -> torch.Tensor:
-    """A separable Gaussian blur of ``width`` pixels (the deliberately blurred clean set)."""
-    k = torch.exp(-torch.arange(-4, 5, dtype=x.dtype) ** 2 / (2 * width**2))
-    k = (k / k.sum()).to(x.dtype)
-    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (4, 4, 0, 0), mode="replicate"), k.view(1, 1, 1, 9))
-    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, 4, 4), mode="replicate"), k.view(1, 1, 9, 1))
 
 
 def full_measure(x: torch.Tensor, reference: torch.Tensor, heun: torch.Tensor | None = None) -> dict:
@@ -95,7 +87,7 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
         print(lines[-1], flush=True)
         return x
 
-    for name, x in (("clean data", data.clean), ("noisy data", data.noisy), ("blurred clean data", blur(data.clean))):
+    for name, x in (("clean data", data.clean), ("noisy data", data.noisy), ("blurred clean data", gaussian_blur(data.clean))):
         results[name] = full_measure(x, reference)
         lines.append(row(name, results[name], None))
         print(lines[-1], flush=True)

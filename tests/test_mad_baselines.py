@@ -12,7 +12,7 @@ from scorelab.analytic import Gaussian
 from scorelab.data import shapes
 from scorelab.data.toy import load
 from scorelab.metrics.shape_manifold import manifold_scores, summarize
-from scorelab.metrics.shapes import clean_distances
+from scorelab.metrics.shapes import clean_distances, gaussian_blur
 from scorelab.sample import CountNFE, early_stop, heun, mad, mad_heun
 from scorelab.sample.mad_tuning import auto_parameters, faithful, gaussian_response, noise_variance
 from scorelab.schedules import karras
@@ -181,13 +181,6 @@ def test_noise_variance_of_white_noise_on_smooth_images():
 
 # ---------------------------------------------------------------- measures blur cannot win
 
-def blur(x: torch.Tensor, width: float = 1.5) -> torch.Tensor:
-    k = torch.exp(-torch.arange(-4, 5, dtype=x.dtype) ** 2 / (2 * width**2))
-    k = k / k.sum()
-    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (4, 4, 0, 0), mode="replicate"), k.view(1, 1, 1, 9))
-    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, 4, 4), mode="replicate"), k.view(1, 1, 9, 1))
-
-
 def test_blur_keeps_the_correlation_but_fails_the_clean_measures():
     """Clean, noisy and blurred clean shapes (32 px, 128 each; the reference a separate clean draw).
     Blur keeps the best correlation high (> 0.9) while every clean measure rates it far from clean:
@@ -195,7 +188,7 @@ def test_blur_keeps_the_correlation_but_fails_the_clean_measures():
     ref = shapes.noisy_shapes(128, size=32, seed=54321).clean
     data = shapes.noisy_shapes(128, size=32, seed=12345)
     rows = {}
-    for name, x in (("clean", data.clean), ("noisy", data.noisy), ("blurred", blur(data.clean))):
+    for name, x in (("clean", data.clean), ("noisy", data.noisy), ("blurred", gaussian_blur(data.clean))):
         rows[name] = summarize(manifold_scores(x)) | clean_distances(x, ref)
     assert rows["blurred"]["median_correlation"] > 0.9
     for key in ("median_rmse", "pixel_w1", "frechet_clean"):

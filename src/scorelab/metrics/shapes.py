@@ -223,6 +223,22 @@ def shape_kept(reference: Tensor, images: Tensor, model: ShapesClassifier | None
     return kept
 
 
+def gaussian_blur(images: Tensor, width: float = 1.5) -> Tensor:
+    """Images ``(N, C, H, W)`` blurred by a separable Gaussian of standard deviation ``width`` pixels
+    (truncated at 2.5 ``width``, edges replicated): the deliberately blurred clean set that the
+    measures of :func:`clean_distances` must tell from clean images."""
+    if not width > 0:
+        raise ValueError(f"width must be > 0 pixels, got {width}")
+    r = math.ceil(2.5 * width)
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=images.dtype) ** 2 / (2 * width**2))
+    k = (k / k.sum()).to(images.dtype)
+    c = images.shape[1]
+    x = torch.nn.functional.pad(images, (r, r, 0, 0), mode="replicate")
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = torch.nn.functional.pad(x, (0, 0, r, r), mode="replicate")
+    return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 class CleanDistances(TypedDict):
     """Distances of a sample set to clean images, from :func:`clean_distances`."""
 

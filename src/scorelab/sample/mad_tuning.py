@@ -30,6 +30,7 @@ from .mad import _check_parameters, mad_gamma
 
 A_RANGE = (1e-4, 1e2)  # the a and b values the rule searches, log-spaced
 B_RANGE = (1e-3, 1e4)
+VARIANCES = torch.logspace(0, 8, 161, dtype=torch.float64)  # multiples of the noise variance the response is checked at
 
 
 def gaussian_response(v: Tensor | Sequence[float] | float, sigmas: Tensor | Sequence[float], a: float, b: float,
@@ -70,9 +71,11 @@ def faithful(noise_var: float, sigmas: Tensor | Sequence[float], a: float, b: fl
     variance puts at least that much in every direction). Where it fails, some steps over-shoot: a
     too-small ``a`` with a large ``b`` makes directions near the noise level grow by orders of
     magnitude, the saturated samples of a bad grid point."""
-    v = noise_var * torch.logspace(0, 8, 161, dtype=torch.float64)
-    r = gaussian_response(v, sigmas, a, b, p)
-    return bool((r >= 0).all() and (r <= 1 + 1e-9).all())
+    return _in_unit_range(gaussian_response(noise_var * VARIANCES, sigmas, a, b, p))
+
+
+def _in_unit_range(response: Tensor) -> bool:
+    return bool((response >= 0).all() and (response <= 1 + 1e-9).all())
 
 
 def noise_variance(images: Tensor) -> float:
@@ -117,7 +120,7 @@ def auto_parameters(noise_var: float, sigmas: Tensor | Sequence[float], p: float
     if not 0 < kill < keep < 1:
         raise ValueError(f"need 0 < kill < keep < 1, got kill={kill}, keep={keep}")
     _check_parameters(1.0, 1.0, p)
-    v = noise_var * torch.logspace(0, 8, 161, dtype=torch.float64)
+    v = noise_var * VARIANCES
     best: tuple[float, float, float] | None = None
     for a in np.geomspace(*A_RANGE, 31):
         for b in np.geomspace(*B_RANGE, 57):
@@ -125,7 +128,7 @@ def auto_parameters(noise_var: float, sigmas: Tensor | Sequence[float], p: float
                 r = gaussian_response(v, sigmas, float(a), float(b), p)
             except ValueError:  # gamma out of float64 range for this pair
                 continue
-            if not (r >= 0).all() or not (r <= 1 + 1e-9).all() or r[0] > kill:
+            if not _in_unit_range(r) or r[0] > kill:
                 continue
             below = torch.nonzero(r < keep)
             if len(below) == len(v) or int(below[-1]) == len(v) - 1:
