@@ -6,7 +6,7 @@ only where a figure is drawn, so ``import scorelab`` stays free of plotting pack
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,21 +65,33 @@ def scatter_panels(panels: dict[str, Tensor], path: str | Path, *, log_prob: Cal
     return save_figure(fig, path)
 
 
-def image_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, title: str = "") -> Path:
-    """A grid of images in [-1, 1], (N, C, H, W), C = 1 (gray) or 3 (RGB)."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+def image_grid(images: Tensor, path: str | Path, *, nrow: int | None = None, title: str = "",
+               row_labels: Sequence[str] | None = None, per_image: bool = False) -> Path:
+    """A grid of images in [-1, 1], (N, C, H, W), C = 1 (gray) or 3 (RGB), ``nrow`` to a row.
+    ``row_labels``: one label left of each row. ``per_image``: each image's own min..max mapped to
+    the full gray range (as cryo-EM figures show particles) instead of [-1, 1]."""
+    t = images.detach().float().cpu()
+    if per_image:
+        lo, hi = t.amin(dim=(1, 2, 3), keepdim=True), t.amax(dim=(1, 2, 3), keepdim=True)
+        t = (t - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1
+    x = ((t.clamp(-1, 1) + 1) / 2).numpy()
     n, c, h, w = x.shape
     nrow = nrow or math.ceil(math.sqrt(n))
     ncol = math.ceil(n / nrow)
+    if row_labels is not None and len(row_labels) != ncol:
+        raise ValueError(f"row_labels: {ncol} rows need {ncol} labels, got {len(row_labels)}")
     grid = np.ones((ncol * (h + 1) + 1, nrow * (w + 1) + 1, c))
     for k in range(n):
         r, q = divmod(k, nrow)
         grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = x[k].transpose(1, 2, 0)
-    fig = Figure(figsize=(max(3.0, nrow * w / 16), max(3.0, ncol * h / 16) + (0.4 if title else 0)))
+    margin = 2.0 if row_labels else 0.0
+    fig = Figure(figsize=(max(3.0, nrow * w / 16) + margin, max(3.0, ncol * h / 16) + (0.4 if title else 0)))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0, vmax=1,
               interpolation="nearest")
     ax.set_axis_off()
+    for r, label in enumerate(row_labels or []):
+        ax.text(-0.5, 1 + r * (h + 1) + h / 2, label, ha="right", va="center", fontsize=9)
     if title:
         ax.set_title(title)
     return save_figure(fig, path)

@@ -89,11 +89,9 @@ def cryoem(args: argparse.Namespace) -> int:
                                   structure_seed=args.structure_seed)
     stack = simulator.simulate(args.n, settings)
     stack_path, side = simulator.save_stack(stack, args.out)
-    clean = stack.clean[:8]
-    lo, hi = clean.amin(dim=(1, 2), keepdim=True), clean.amax(dim=(1, 2), keepdim=True)
-    shown = torch.cat([(clean - lo) / (hi - lo) * 2 - 1, stack.images[:8]])[:, None]
-    figure = viz.image_grid(shown, args.out.with_suffix(".png"), nrow=8,
-                            title=f"clean (top, each min-max) and noisy at SNR {args.snr:g} (bottom)")
+    shown = torch.cat([stack.clean[:8], stack.images[:8]])[:, None]
+    figure = viz.image_grid(shown, args.out.with_suffix(".png"), nrow=8, per_image=True,
+                            title=f"clean (top) and noisy at SNR {args.snr:g} (bottom), each image min-max")
     print(f"{args.n} simulated {args.size}x{args.size} particles -> {stack_path} (train with --data {stack_path}); "
           f"clean manifold for measuring in {side}; preview {figure}")
     return 0
