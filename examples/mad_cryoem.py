@@ -11,7 +11,9 @@ images give the noise variance for ``--a auto --b auto``. The measures
 (:func:`scorelab.metrics.cryoem.evaluate`) are taken against a fresh stack of the same molecule
 (``--n`` particles, seed ``--data-seed``), written beside the results: its clean images, its noisy
 images and its clean images blurred (a Gaussian of 1.5 px) are scored as references, and its clean
-images are the pixel distribution ``pixel_w2`` compares with.
+images are the pixel distribution ``pixel_w2`` compares with. *views* is the
+``orientation_concentration`` of the best clean images' poses: about 1 (0.30-2.11 for 95 % of
+uniform sets) when the samples show the molecule in every orientation, up to ``n`` when they show one.
 
 On seeds ``0 .. n-1`` (tuning) the script samples Heun, MAD at every grid point, the early-stop
 baseline at every ``--stops`` level (Heun to sigma_stop then D(x, sigma_stop); and Heun to 0 then
@@ -45,15 +47,15 @@ from scorelab.sample.mad_tuning import auto_parameters, gaussian_response, noise
 from scorelab.schedules import karras
 from scorelab.train import resolve_device
 
-HEADER = ("| sample set | NFE | median r | vs Heun | mean r | median RMSE | pixel W2 |\n"
-          "|---|---|---|---|---|---|---|")
+HEADER = ("| sample set | NFE | median r | vs Heun | mean r | median RMSE | pixel W2 | views |\n"
+          "|---|---|---|---|---|---|---|---|")
 
 
 def row(name: str, s: dict, heun: float | None) -> str:
     ratio = f"{s['median_correlation'] / heun:.2f}x" if heun else ""
     nfe = f"{s['nfe']:g}" if "nfe" in s else ""
     return (f"| {name} | {nfe} | {s['median_correlation']:.3f} | {ratio} | {s['mean_correlation']:.3f} | "
-            f"{s['median_rmse']:.3f} | {s['pixel_w2']:.3f} |")
+            f"{s['median_rmse']:.3f} | {s['pixel_w2']:.3f} | {s['orientation_concentration']:.2f} |")
 
 
 def fresh_stack(data: Path, n: int, seed: int, out: Path) -> tuple[cryoem.ParticleStack, CleanManifold]:
@@ -135,7 +137,7 @@ def main() -> None:
     a, b = max(grid, key=lambda ab: results[f"mad a={ab[0]:g} b={ab[1]:g}"]["median_correlation"])
     stop = max(stops, key=lambda s: results[f"early stop {s:g}"]["median_correlation"])
     results["chosen"] = {"a": a, "b": b, "sigma_stop": stop}
-    lines.append(f"| *held-out seeds {held_out[0]}-{held_out[-1]}* | | | | | | |")
+    lines.append(f"| *held-out seeds {held_out[0]}-{held_out[-1]}* | | | | | | | |")
     heun_h = run("held-out heun", held_out, None, sampler="heun", sigmas=sigmas)
     mad_h = run(f"held-out mad a={a:g} b={b:g}", held_out, "held-out heun", sampler="mad", sigmas=sigmas, a=a, b=b,
                 p=args.p)

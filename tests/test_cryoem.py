@@ -29,6 +29,7 @@ from scorelab.metrics.cryoem import (
     bank_orientations,
     evaluate,
     manifold_scores,
+    orientation_concentration,
     pixel_distance,
 )
 
@@ -221,6 +222,23 @@ def test_clean_particles_score_near_1_once_refined_off_the_bank(measured):
     assert float((fine["correlation"] > 0.99).float().mean()) > 0.75  # the rest: a near-mirror view's basin
     assert float(fine["rmse"].median()) < 0.15  # the floor: clean contrast in the stack varies ~10 % per image
     assert pixel_distance(clean, manifold) < 0.05
+    # the 24 particles' orientations are uniform, so their matched poses are too (up to the few
+    # near-mirror views): chi^2_9 / 9 stays below 3.10 with probability 0.999
+    assert orientation_concentration(fine["rotation"]) < 3.10
+
+
+def test_orientation_concentration_is_chi2_9_over_9_for_uniform_rotations_and_n_for_one_view():
+    """200 sets of 128 uniform rotations: the mean of chi^2_9 / 9 is 1 with a standard deviation of
+    sqrt(2 / 9) per set, so 4 standard errors of the mean over 200 sets is 0.13; its 95 % range
+    [0.30, 2.11] holds 0.95 of the sets (binomial, 4 standard errors: 0.06)."""
+    r = random_rotations(200 * 128, torch.Generator().manual_seed(3)).reshape(200, 128, 3, 3)
+    values = torch.tensor([orientation_concentration(block) for block in r])
+    assert abs(float(values.mean()) - 1) < 4 * math.sqrt(2 / 9) / math.sqrt(200)
+    inside = float(((values > 0.30) & (values < 2.11)).float().mean())
+    assert abs(inside - 0.95) < 4 * math.sqrt(0.95 * 0.05 / 200)
+    assert orientation_concentration(r[0, :1].expand(90, 3, 3)) == pytest.approx(90)
+    with pytest.raises(DataError, match=r"expected \(n, 3, 3\)"):
+        orientation_concentration(torch.zeros(0, 3, 3))
 
 
 def test_noise_correlates_near_0_and_fails_every_measure(measured):

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_model(p, optional=True)
     p.add_argument("--pretrained", metavar="NAME", help="a model shipped with scorelab instead of RUN (the same as "
                    "RUN = pretrained:NAME): shapes-noisy (64x64) or shapes-noisy-32 (32x32), UNets trained on "
-                   "noisy shapes only, for --sampler mad (default: none, RUN names the model)")
+                   "noisy shapes only, or cryoem-sim-32, on a simulated noisy cryo-EM stack only; for --sampler "
+                   "mad (default: none, RUN names the model)")
     options.add_sampler(p)
     options.add_grid(p)
     p.add_argument("--n", "--num-samples", dest="n", type=int, default=1000,

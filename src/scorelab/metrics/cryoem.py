@@ -9,7 +9,7 @@ from the side file's atoms and settings as a seeded bank of orientations (times 
 with the CTF on) and matches every image against all of it, a chunk of the bank at a time.
 Samples are read in the stack's own units, as ``load_dataset("particles.mrcs")`` returns them.
 
-Three measures, each answering a different question:
+Four measures, each answering a different question:
 
 - ``correlation``: the best Pearson correlation with a clean image. It ignores offset and
   scale, so it asks "the right structure, at any contrast?"; a blurred clean image keeps most of it.
@@ -25,6 +25,9 @@ Three measures, each answering a different question:
   normalisation, over the clean pixels' RMS. One number per set; blur and low contrast narrow the
   distribution, noise widens it. It ignores where pixels are, so it cannot tell a structure from
   a shuffled one: read it beside the two per-image measures.
+- ``orientation_concentration`` (:func:`orientation_concentration`): whether the poses of the best
+  clean images cover SO(3) evenly (about 1) or collapse onto a few views (up to ``n``); the
+  per-image measures cannot see a set that shows one view well.
 
 The best clean image is searched over a bank of ``M`` random orientations (a clean particle lies
 about ``(6 pi / M)^(1/3)`` radians from its nearest one) times a grid of defoci, then refined off
@@ -104,13 +107,14 @@ class CryoEMScores(TypedDict):
 
 
 class CryoEMSummary(TypedDict):
-    """Medians over the images and the set's pixel distance, from :func:`evaluate`."""
+    """Medians over the images, the set's pixel distance and its poses' concentration, from :func:`evaluate`."""
 
     n: int
     median_correlation: float
     mean_correlation: float
     median_rmse: float
     pixel_w2: float
+    orientation_concentration: float
 
 
 def bank_orientations(n: int, seed: int = 0) -> Tensor:
@@ -317,14 +321,28 @@ def pixel_distance(images: Tensor, manifold: CleanManifold) -> float:
     return float(quantile_w2_squared(px, py).clamp_min(0).sqrt() / py.square().mean().sqrt())
 
 
+def orientation_concentration(rotations: Tensor) -> float:
+    """How far ``n`` rotations ``(n, 3, 3)`` are from covering SO(3) evenly: ``n ||mean R||_F^2 / 3``.
+    Uniform rotations have ``E[R] = 0`` and entries of variance 1/3, so this is about chi^2_9 / 9
+    (mean 1; 95 % of draws in [0.30, 2.11]); ``n`` identical rotations score ``n``. Read on the
+    poses of the best clean images, it tells samples that show the molecule in every orientation
+    from samples collapsed onto a few views, which the per-image measures cannot."""
+    if rotations.ndim != 3 or rotations.shape[1:] != (3, 3) or len(rotations) == 0:
+        raise DataError(f"rotations: expected (n, 3, 3) with n >= 1, got {tuple(rotations.shape)}")
+    mean = rotations.to(_F64).mean(0)
+    return float(len(rotations) * mean.square().sum() / 3)
+
+
 def evaluate(images: Tensor, manifold: CleanManifold, **bank: int) -> CryoEMSummary:
     """Median and mean best correlation, median rmse (:func:`manifold_scores`, ``bank`` its keyword
-    options) and the set's :func:`pixel_distance`."""
+    options), the set's :func:`pixel_distance` and the :func:`orientation_concentration` of the best
+    clean images' poses."""
     scores = manifold_scores(images, manifold, **bank)
     corr = scores["correlation"].double().numpy()
     return {"n": len(corr), "median_correlation": float(np.median(corr)), "mean_correlation": float(corr.mean()),
             "median_rmse": float(np.median(scores["rmse"].double().numpy())),
-            "pixel_w2": pixel_distance(images, manifold)}
+            "pixel_w2": pixel_distance(images, manifold),
+            "orientation_concentration": orientation_concentration(scores["rotation"])}
 
 
 def _as_rows(images: Tensor, size: int) -> Tensor:
