@@ -7,7 +7,7 @@
 ``--stops`` level (Heun to sigma_stop then D(x, sigma_stop); and Heun to 0 then D(x_0, sigma_stop)),
 MAD at the given (a, b), the second-order ``mad-heun`` at the same (a, b) with ``--steps`` and half
 as many steps, and MAD with (a, b) chosen by ``scorelab.sample.mad_tuning.auto_parameters`` from the
-noise variance of the Heun samples. The best sigma_stop (highest median correlation) is chosen on
+noise variance of the Heun samples (``--stops-only``: Heun and the early stops alone). The best sigma_stop (highest median correlation) is chosen on
 the tuning seeds; then Heun, that early stop, MAD, mad-heun and the automatic MAD are measured again
 on seeds ``n .. 2n-1``. Every set is measured by ``mad_shapes.measure`` (median best correlation,
 the raw RMSE to the nearest clean rendering, shape fractions by the classifier, kept-from-Heun) and
@@ -110,11 +110,12 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
         results[name] = full_measure(x, reference, heun) | {"nfe": results["heun"]["nfe"] + 1}
         lines.append(row(name, results[name], results["heun"]["median_correlation"]))
         print(lines[-1], flush=True)
-    run(f"mad a={args.a:g} b={args.b:g}", tuning, heun, sampler="mad", sigmas=sigmas, **mad_set)
-    run(f"mad-heun a={args.a:g} b={args.b:g}", tuning, heun, sampler="mad-heun", sigmas=sigmas, **mad_set)
-    run(f"mad-heun a={args.a:g} b={args.b:g}, {args.steps // 2} steps", tuning, heun, sampler="mad-heun",
-        sigmas=half, **mad_set)
-    run("mad auto", tuning, heun, sampler="mad", sigmas=sigmas, **auto_set)
+    if not args.stops_only:
+        run(f"mad a={args.a:g} b={args.b:g}", tuning, heun, sampler="mad", sigmas=sigmas, **mad_set)
+        run(f"mad-heun a={args.a:g} b={args.b:g}", tuning, heun, sampler="mad-heun", sigmas=sigmas, **mad_set)
+        run(f"mad-heun a={args.a:g} b={args.b:g}, {args.steps // 2} steps", tuning, heun, sampler="mad-heun",
+            sigmas=half, **mad_set)
+        run("mad auto", tuning, heun, sampler="mad", sigmas=sigmas, **auto_set)
 
     best_stop = max(stops, key=lambda s: results[f"early stop {s:g}"]["median_correlation"])
     results["best sigma_stop"] = best_stop
@@ -122,6 +123,11 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
     heun_h = run("held-out heun", held_out, sampler="heun", sigmas=sigmas)
     stop_h = run(f"held-out early stop {best_stop:g}", held_out, heun_h, sampler="early-stop", sigmas=sigmas,
                  sigma_stop=best_stop)
+    if args.stops_only:
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+        (out / "table.md").write_text("\n".join(lines) + "\n")
+        print(f"wrote {out / 'results.json'}, {out / 'table.md'}")
+        return
     mad_h = run(f"held-out mad a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad", sigmas=sigmas, **mad_set)
     run(f"held-out mad-heun a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad-heun", sigmas=sigmas,
         **mad_set)
@@ -185,6 +191,7 @@ def main() -> None:
     s.add_argument("--b", type=float, default=1.5, help="MAD's b (default %(default)g)")
     s.add_argument("--p", type=float, default=8.0, help="MAD's p (default %(default)g)")
     s.add_argument("--stops", default="0.25,0.5,0.75,1,1.5", help="the sigma_stop levels scanned")
+    s.add_argument("--stops-only", action="store_true", help="Heun and the early stops alone (a wider scan)")
     s.add_argument("--steps", type=int, default=32, help="Karras steps for every sampler (default %(default)s)")
     s.add_argument("--n", type=int, default=128, help="seeds per set, and as many held out (default %(default)s)")
     s.add_argument("--batch-size", type=int, default=128)
