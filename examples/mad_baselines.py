@@ -7,9 +7,9 @@
 ``--stops`` level (Heun to sigma_stop then D(x, sigma_stop); and Heun to 0 then D(x_0, sigma_stop)),
 MAD at the given (a, b), the second-order ``mad-heun`` at the same (a, b) with ``--steps`` and half
 as many steps, and MAD with (a, b) chosen by ``scorelab.sample.mad_tuning.auto_parameters`` from the
-noise variance of the Heun samples (``--stops-only``: Heun and the early stops alone). The best sigma_stop (highest median correlation) is chosen on
-the tuning seeds; then Heun, that early stop, MAD, mad-heun and the automatic MAD are measured again
-on seeds ``n .. 2n-1``. Every set is measured by ``mad_shapes.measure`` (median best correlation,
+noise variance of the Heun samples (``--stops-only``: Heun and the early stops alone). The best
+sigma_stop (highest median correlation) is chosen on the tuning seeds; then Heun, that early stop,
+MAD, mad-heun and the automatic MAD are measured again on seeds ``n .. 2n-1``. Every set is measured by ``mad_shapes.measure`` (median best correlation,
 the raw RMSE to the nearest clean rendering, shape fractions by the classifier, kept-from-Heun) and
 by ``metrics.shapes.clean_distances`` against a fresh clean draw (pixel-value W1, Frechet distance
 on the classifier's features), which a blurred or grey image fails. Beside them: clean data, noisy
@@ -37,6 +37,7 @@ from mad_shapes import measure, quantise
 from scorelab import viz
 from scorelab.data import shapes
 from scorelab.data.toy import load
+from scorelab.denoiser import Denoiser
 from scorelab.metrics.shapes import clean_distances, gaussian_blur
 from scorelab.runs import load_denoiser
 from scorelab.sample import generate, mad, mad_heun
@@ -47,6 +48,14 @@ from scorelab.train import resolve_device
 
 def full_measure(x: torch.Tensor, reference: torch.Tensor, heun: torch.Tensor | None = None) -> dict:
     return measure(x, heun) | clean_distances(quantise(x), reference)
+
+
+def denoise_at(denoiser: Denoiser, x: torch.Tensor, sigma: float, batch_size: int, device: torch.device) -> torch.Tensor:
+    """D(x, sigma) a batch at a time: ``early-stop --from-end`` on samples already drawn with Heun
+    (Heun's whole grid, then one more evaluation), without sampling them again."""
+    with torch.no_grad():
+        return torch.cat([denoiser(c.to(device), torch.full((len(c),), sigma, device=device)).cpu()
+                          for c in x.split(batch_size)])
 
 
 def row(name: str, s: dict, heun: float | None) -> str:
@@ -78,6 +87,11 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
     results: dict = {"settings": settings | {"size": size, "device": str(device)}}
     lines = [HEADER]
 
+    def save(*also: Path) -> None:
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+        (out / "table.md").write_text("\n".join(lines) + "\n")
+        print(f"wrote {', '.join(str(f) for f in (out / 'results.json', out / 'table.md', *also))}")
+
     def run(name: str, seeds: list[int], heun: torch.Tensor | None = None, **kw) -> torch.Tensor:
         t0 = time.perf_counter()
         x, nfe = generate(denoiser, shape, seeds, batch_size=args.batch_size, device=device, **kw)
@@ -102,10 +116,7 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
     stops = [float(s) for s in args.stops.split(",")]
     for s in stops:
         run(f"early stop {s:g}", tuning, heun, sampler="early-stop", sigmas=sigmas, sigma_stop=s)
-        # --from-end is Heun's whole grid, then D(x_0, s): the Heun samples above, denoised once more
-        with torch.no_grad():
-            x = torch.cat([denoiser(c.to(device), torch.full((len(c),), s, device=device)).cpu()
-                           for c in heun.split(args.batch_size)])
+        x = denoise_at(denoiser, heun, s, args.batch_size, device)
         name = f"heun, then D(x0, {s:g})"
         results[name] = full_measure(x, reference, heun) | {"nfe": results["heun"]["nfe"] + 1}
         lines.append(row(name, results[name], results["heun"]["median_correlation"]))
@@ -124,10 +135,7 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
     stop_h = run(f"held-out early stop {best_stop:g}", held_out, heun_h, sampler="early-stop", sigmas=sigmas,
                  sigma_stop=best_stop)
     if args.stops_only:
-        (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-        (out / "table.md").write_text("\n".join(lines) + "\n")
-        print(f"wrote {out / 'results.json'}, {out / 'table.md'}")
-        return
+        return save()
     mad_h = run(f"held-out mad a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad", sigmas=sigmas, **mad_set)
     run(f"held-out mad-heun a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad-heun", sigmas=sigmas,
         **mad_set)
@@ -139,9 +147,7 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
                             title=f"noisy data (other draws) | Heun | early stop {best_stop:g} | MAD a={args.a:g} b={args.b:g} | "
                                   f"MAD auto (a={a_auto:.2g}, b={b_auto:.2g})")
     results["figure"] = str(figure)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {figure}")
+    save(figure)
 
 
 def orders(args: argparse.Namespace) -> None:

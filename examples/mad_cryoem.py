@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import torch
+from mad_baselines import denoise_at
 
 from scorelab import viz
 from scorelab.data import cryoem
@@ -107,8 +108,7 @@ def main() -> None:
         record(name, x.cpu(), heun, nfe=nfe, seconds=time.perf_counter() - t0)
         return x.cpu()
 
-    window = (stack.hi - stack.lo)[:, None, None]
-    clean = (2 * (stack.clean - stack.lo[:, None, None]) / window - 1)[:, None].float()  # the stack's units
+    clean = stack.clean_in_stack_units()[:, None]
     record("clean data", clean)
     record("noisy data", stack.images[:, None])
     record("blurred clean data", gaussian_blur(clean))
@@ -128,10 +128,8 @@ def main() -> None:
     stops = [float(s) for s in args.stops.split(",")]
     for s in stops:
         run(f"early stop {s:g}", tuning, "heun", sampler="early-stop", sigmas=sigmas, sigma_stop=s)
-        with torch.no_grad():  # Heun's whole grid, then D(x_0, s): the Heun samples above, denoised once more
-            x = torch.cat([denoiser(c.to(device), torch.full((len(c),), s, device=device)).cpu()
-                           for c in heun.split(args.batch_size)])
-        record(f"heun, then D(x0, {s:g})", x, "heun", nfe=results["heun"]["nfe"] + 1)
+        record(f"heun, then D(x0, {s:g})", denoise_at(denoiser, heun, s, args.batch_size, device), "heun",
+               nfe=results["heun"]["nfe"] + 1)
     run("mad auto", tuning, "heun", sampler="mad", sigmas=sigmas, **auto_set)
 
     a, b = max(grid, key=lambda ab: results[f"mad a={ab[0]:g} b={ab[1]:g}"]["median_correlation"])

@@ -46,12 +46,6 @@ def _ks_uniform(u: torch.Tensor, lo: float, hi: float) -> float:
     return float(max((np.arange(1, n + 1) / n - u).max(), (u - np.arange(n) / n).max()))
 
 
-def _stack_units(stack) -> torch.Tensor:
-    """The stack's clean images mapped by each image's normalisation window, as the noisy ones were."""
-    lo, hi = stack.lo[:, None, None], stack.hi[:, None, None]
-    return ((stack.clean.double() - lo) / (hi - lo) * 2 - 1).float()
-
-
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of ``(N, S, S)`` images, ``sigma`` in pixels (Fourier-space, periodic)."""
     k = torch.fft.fftfreq(x.shape[-1], dtype=torch.float64)
@@ -197,7 +191,7 @@ def measured(tmp_path_factory):
     stack = simulate(48, Settings(n_atoms=120))
     path, _ = save_stack(stack, tmp_path_factory.mktemp("cryoem") / "p.mrcs")
     manifold = CleanManifold.from_side(path)
-    clean = _stack_units(stack)[:24]
+    clean = stack.clean_in_stack_units()[:24]
     return manifold, clean, manifold_scores(clean, manifold, **BANK)
 
 
@@ -304,7 +298,8 @@ def test_mad_cleans_the_shipped_cryoem_model(tmp_path):
     """The shipped UNet saw only the noisy stack (SNR 0.1, `scorelab data cryoem --seed 0`): from the
     same seeds, MAD's samples correlate with the clean manifold at least twice as well as Heun's
     (measured on 128 held-out seeds at 32 steps: 0.966 against 0.283, examples/README.md; here 12
-    seeds and a small bank. At 10 steps the same (a, b) gave 0.18: tuned (a, b) hold for their grid). The reference is a fresh stack of the training molecule."""
+    seeds and a small bank. At 10 steps the same (a, b) gave 0.18: tuned (a, b) hold for their
+    grid). The reference is a fresh stack of the training molecule."""
     from scorelab.pretrained import pretrained_path
     from scorelab.runs import load_denoiser
     from scorelab.sample import generate

@@ -257,6 +257,12 @@ class ParticleStack:
     atoms: Tensor
     settings: Settings
 
+    def clean_in_stack_units(self) -> Tensor:
+        """The clean images ``(N, S, S)`` float32 mapped by each image's window ``[lo, hi]`` as its
+        noisy image was (unclipped): what a perfect denoiser of the stack would return."""
+        lo, hi = self.lo[:, None, None], self.hi[:, None, None]
+        return ((self.clean.double() - lo) / (hi - lo) * 2 - 1).float()
+
 
 def simulate(n: int, settings: Settings | None = None) -> ParticleStack:
     """``n`` particles of the molecule drawn from ``settings.structure_seed``, in orientations,
