@@ -5,17 +5,19 @@
 
 ``shapes``: on seeds ``0 .. n-1`` (tuning) it samples Heun, the early-stop baseline at every
 ``--stops`` level (Heun to sigma_stop then D(x, sigma_stop); and Heun to 0 then D(x_0, sigma_stop)),
-MAD at the given (a, b), the second-order ``mad-heun`` at the same (a, b) with ``--steps`` and half
-as many steps, and MAD with (a, b) chosen by ``scorelab.sample.mad_tuning.auto_parameters`` from the
-noise variance of the Heun samples (``--stops-only``: Heun and the early stops alone). The best
-sigma_stop (highest median correlation) is chosen on the tuning seeds; then Heun, that early stop,
-MAD, mad-heun and the automatic MAD are measured again on seeds ``n .. 2n-1``. Every set is measured by ``mad_shapes.measure`` (median best correlation,
-the raw RMSE to the nearest clean rendering, shape fractions by the classifier, kept-from-Heun) and
-by ``metrics.shapes.clean_distances`` against a fresh clean draw (pixel-value W1, Frechet distance
-on the classifier's features), which a blurred or grey image fails. Beside them: clean data, noisy
-data and blurred clean data. Writes ``results.json``, ``table.md`` and ``side_by_side.png`` (a
-column of noisy training-like data, then Heun, early stop, MAD and automatic MAD on the same
-held-out seeds, one seed per row).
+then the ``--variants``: MAD at the given (a, b), the second-order ``mad-heun`` at the same (a, b)
+with ``--steps`` and half as many steps, and MAD with (a, b) chosen by
+``scorelab.sample.mad_tuning.auto_parameters`` from the noise variance of the Heun samples
+(``--variants none``: Heun and the early stops alone). sigma_stop is chosen on the tuning seeds three
+times, by the highest median correlation, the lowest RMSE and the lowest FD clean, for each of the
+two early stops; then Heun, the chosen early stops and the variants are measured again on seeds
+``n .. 2n-1``. Every set is measured by ``mad_shapes.measure`` (median best correlation, the raw
+RMSE to the nearest clean rendering, shape fractions by the classifier, kept-from-Heun) and by
+``metrics.shapes.clean_distances`` against a fresh clean draw (pixel-value W1, Frechet distance on
+the classifier's features), which a blurred or grey image fails. Beside them: clean data, noisy data
+and blurred clean data. Writes ``results.json``, ``table.md`` and, with ``mad`` among the variants,
+``side_by_side.png`` (a column of noisy training-like data, then Heun, the early stop chosen by
+correlation, MAD and, if run, automatic MAD on the same held-out seeds, one seed per row).
 
 ``orders``: ``degenerate5`` and ``anisotropic21`` with their exact denoisers in float64: the error of
 the final samples of ``mad`` and ``mad-heun`` at 10, 20, 40, 80 steps against 2000-step references
@@ -56,6 +58,17 @@ def denoise_at(denoiser: Denoiser, x: torch.Tensor, sigma: float, batch_size: in
     with torch.no_grad():
         return torch.cat([denoiser(c.to(device), torch.full((len(c),), sigma, device=device)).cpu()
                           for c in x.split(batch_size)])
+
+
+VARIANTS = ("mad", "mad-heun", "mad-heun-half", "auto")
+
+
+def variant_list(text: str) -> tuple[str, ...]:
+    names = () if text == "none" else tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    return names
 
 
 def row(name: str, s: dict, heun: float | None) -> str:
@@ -101,6 +114,12 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
         print(lines[-1], flush=True)
         return x
 
+    def then_denoise(name: str, x0: torch.Tensor, heun_name: str, sigma: float) -> None:
+        x = denoise_at(denoiser, x0, sigma, args.batch_size, device)
+        results[name] = full_measure(x, reference, x0) | {"nfe": results[heun_name]["nfe"] + 1}
+        lines.append(row(name, results[name], results[heun_name]["median_correlation"]))
+        print(lines[-1], flush=True)
+
     for name, x in (("clean data", data.clean), ("noisy data", data.noisy), ("blurred clean data", gaussian_blur(data.clean))):
         results[name] = full_measure(x, reference)
         lines.append(row(name, results[name], None))
@@ -116,36 +135,53 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
     stops = [float(s) for s in args.stops.split(",")]
     for s in stops:
         run(f"early stop {s:g}", tuning, heun, sampler="early-stop", sigmas=sigmas, sigma_stop=s)
-        x = denoise_at(denoiser, heun, s, args.batch_size, device)
-        name = f"heun, then D(x0, {s:g})"
-        results[name] = full_measure(x, reference, heun) | {"nfe": results["heun"]["nfe"] + 1}
-        lines.append(row(name, results[name], results["heun"]["median_correlation"]))
-        print(lines[-1], flush=True)
-    if not args.stops_only:
+        then_denoise(f"heun, then D(x0, {s:g})", heun, "heun", s)
+    variants = set(args.variants)
+    if "mad" in variants:
         run(f"mad a={args.a:g} b={args.b:g}", tuning, heun, sampler="mad", sigmas=sigmas, **mad_set)
+    if "mad-heun" in variants:
         run(f"mad-heun a={args.a:g} b={args.b:g}", tuning, heun, sampler="mad-heun", sigmas=sigmas, **mad_set)
+    if "mad-heun-half" in variants:
         run(f"mad-heun a={args.a:g} b={args.b:g}, {args.steps // 2} steps", tuning, heun, sampler="mad-heun",
             sigmas=half, **mad_set)
+    if "auto" in variants:
         run("mad auto", tuning, heun, sampler="mad", sigmas=sigmas, **auto_set)
 
-    best_stop = max(stops, key=lambda s: results[f"early stop {s:g}"]["median_correlation"])
-    results["best sigma_stop"] = best_stop
+    # sigma_stop chosen on the tuning seeds by each measure; correlation alone rewards blur
+    criteria = {"median_correlation": max, "median_rmse": min, "frechet_clean": min}
+    chosen: dict[str, dict[str, float]] = {}
+    for prefix in ("early stop {}", "heun, then D(x0, {})"):
+        chosen[prefix] = {m: pick(stops, key=lambda s, m=m: results[prefix.format(f"{s:g}")][m])
+                          for m, pick in criteria.items()}
+    results["chosen sigma_stop"] = chosen
+    best_stop = chosen["early stop {}"]["median_correlation"]
     lines.append(f"| *held-out seeds {held_out[0]}-{held_out[-1]}* | | | | | | | | |")
     heun_h = run("held-out heun", held_out, sampler="heun", sigmas=sigmas)
-    stop_h = run(f"held-out early stop {best_stop:g}", held_out, heun_h, sampler="early-stop", sigmas=sigmas,
-                 sigma_stop=best_stop)
-    if args.stops_only:
+    stop_h = {}
+    for s in sorted(set(chosen["early stop {}"].values())):
+        stop_h[s] = run(f"held-out early stop {s:g}", held_out, heun_h, sampler="early-stop", sigmas=sigmas,
+                        sigma_stop=s)
+    for s in sorted(set(chosen["heun, then D(x0, {})"].values())):
+        then_denoise(f"held-out heun, then D(x0, {s:g})", heun_h, "held-out heun", s)
+    columns = [data.noisy[:8], heun_h[:8], stop_h[best_stop][:8]]
+    title = f"noisy data (other draws) | Heun | early stop {best_stop:g}"
+    if "mad" in variants:
+        columns.append(run(f"held-out mad a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad",
+                           sigmas=sigmas, **mad_set)[:8])
+        title += f" | MAD a={args.a:g} b={args.b:g}"
+    if "mad-heun" in variants:
+        run(f"held-out mad-heun a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad-heun", sigmas=sigmas,
+            **mad_set)
+    if "mad-heun-half" in variants:
+        run(f"held-out mad-heun a={args.a:g} b={args.b:g}, {args.steps // 2} steps", held_out, heun_h,
+            sampler="mad-heun", sigmas=half, **mad_set)
+    if "auto" in variants:
+        columns.append(run("held-out mad auto", held_out, heun_h, sampler="mad", sigmas=sigmas, **auto_set)[:8])
+        title += f" | MAD auto (a={a_auto:.2g}, b={b_auto:.2g})"
+    if "mad" not in variants:
         return save()
-    mad_h = run(f"held-out mad a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad", sigmas=sigmas, **mad_set)
-    run(f"held-out mad-heun a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad-heun", sigmas=sigmas,
-        **mad_set)
-    auto_h = run("held-out mad auto", held_out, heun_h, sampler="mad", sigmas=sigmas, **auto_set)
-
-    columns = [data.noisy[:8], heun_h[:8], stop_h[:8], mad_h[:8], auto_h[:8]]
     grid = torch.stack([quantise(c) for c in columns], 1).reshape(-1, *shape)  # one row per seed
-    figure = viz.image_grid(grid, out / "side_by_side.png", nrow=len(columns),
-                            title=f"noisy data (other draws) | Heun | early stop {best_stop:g} | MAD a={args.a:g} b={args.b:g} | "
-                                  f"MAD auto (a={a_auto:.2g}, b={b_auto:.2g})")
+    figure = viz.image_grid(grid, out / "side_by_side.png", nrow=len(columns), title=title)
     results["figure"] = str(figure)
     save(figure)
 
@@ -197,7 +233,9 @@ def main() -> None:
     s.add_argument("--b", type=float, default=1.5, help="MAD's b (default %(default)g)")
     s.add_argument("--p", type=float, default=8.0, help="MAD's p (default %(default)g)")
     s.add_argument("--stops", default="0.25,0.5,0.75,1,1.5", help="the sigma_stop levels scanned")
-    s.add_argument("--stops-only", action="store_true", help="Heun and the early stops alone (a wider scan)")
+    s.add_argument("--variants", type=variant_list, default=VARIANTS,
+                   help=f"the MAD sets beside the baselines, comma-separated from {','.join(VARIANTS)}, "
+                        "or 'none' (default: all)")
     s.add_argument("--steps", type=int, default=32, help="Karras steps for every sampler (default %(default)s)")
     s.add_argument("--n", type=int, default=128, help="seeds per set, and as many held out (default %(default)s)")
     s.add_argument("--batch-size", type=int, default=128)
