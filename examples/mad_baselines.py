@@ -149,19 +149,18 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
 
     # sigma_stop chosen on the tuning seeds by each measure; correlation alone rewards blur
     criteria = {"median_correlation": max, "median_rmse": min, "frechet_clean": min}
-    chosen: dict[str, dict[str, float]] = {}
-    for prefix in ("early stop {}", "heun, then D(x0, {})"):
-        chosen[prefix] = {m: pick(stops, key=lambda s, m=m: results[prefix.format(f"{s:g}")][m])
-                          for m, pick in criteria.items()}
+    names = {"early stop": "early stop {:g}", "heun, then D(x0, S)": "heun, then D(x0, {:g})"}
+    chosen = {variant: {m: pick(stops, key=lambda s, m=m, name=name: results[name.format(s)][m])
+                        for m, pick in criteria.items()} for variant, name in names.items()}
     results["chosen sigma_stop"] = chosen
-    best_stop = chosen["early stop {}"]["median_correlation"]
+    best_stop = chosen["early stop"]["median_correlation"]
     lines.append(f"| *held-out seeds {held_out[0]}-{held_out[-1]}* | | | | | | | | |")
     heun_h = run("held-out heun", held_out, sampler="heun", sigmas=sigmas)
     stop_h = {}
-    for s in sorted(set(chosen["early stop {}"].values())):
+    for s in sorted(set(chosen["early stop"].values())):
         stop_h[s] = run(f"held-out early stop {s:g}", held_out, heun_h, sampler="early-stop", sigmas=sigmas,
                         sigma_stop=s)
-    for s in sorted(set(chosen["heun, then D(x0, {})"].values())):
+    for s in sorted(set(chosen["heun, then D(x0, S)"].values())):
         then_denoise(f"held-out heun, then D(x0, {s:g})", heun_h, "held-out heun", s)
     columns = [data.noisy[:8], heun_h[:8], stop_h[best_stop][:8]]
     title = f"noisy data (other draws) | Heun | early stop {best_stop:g}"
