@@ -1,6 +1,7 @@
 """MAD beside its alternatives on the noisy-shapes models, and the order of the second-order MAD.
 
-    python examples/mad_baselines.py shapes --model pretrained:shapes-noisy-32 --a 0.01 --b 1.5 --n 128
+    python examples/mad_baselines.py shapes --model pretrained:shapes-noisy-32 --a 0.01 --b 1.5 --n 256 \
+        --stops 0.5,0.75,1,1.5,2,3,4
     python examples/mad_baselines.py orders
 
 ``shapes``: on seeds ``0 .. n-1`` (tuning) it samples Heun, the early-stop baseline at every
