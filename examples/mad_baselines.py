@@ -134,23 +134,25 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
                        "response_at_noise": float(gaussian_response(noise_var, sigmas, a_auto, b_auto, args.p)[0])}
     print(f"auto: noise variance {noise_var:.4g} -> a = {a_auto:.4g}, b = {b_auto:.4g}", flush=True)
     stops = [float(s) for s in args.stops.split(",")]
+    names = {"early stop": "early stop {:g}", "heun, then D(x0, S)": "heun, then D(x0, {:g})"}
     for s in stops:
-        run(f"early stop {s:g}", tuning, heun, sampler="early-stop", sigmas=sigmas, sigma_stop=s)
-        then_denoise(f"heun, then D(x0, {s:g})", heun, "heun", s)
-    variants = set(args.variants)
-    if "mad" in variants:
-        run(f"mad a={args.a:g} b={args.b:g}", tuning, heun, sampler="mad", sigmas=sigmas, **mad_set)
-    if "mad-heun" in variants:
-        run(f"mad-heun a={args.a:g} b={args.b:g}", tuning, heun, sampler="mad-heun", sigmas=sigmas, **mad_set)
-    if "mad-heun-half" in variants:
-        run(f"mad-heun a={args.a:g} b={args.b:g}, {args.steps // 2} steps", tuning, heun, sampler="mad-heun",
-            sigmas=half, **mad_set)
-    if "auto" in variants:
-        run("mad auto", tuning, heun, sampler="mad", sigmas=sigmas, **auto_set)
+        run(names["early stop"].format(s), tuning, heun, sampler="early-stop", sigmas=sigmas, sigma_stop=s)
+        then_denoise(names["heun, then D(x0, S)"].format(s), heun, "heun", s)
+    variant_runs = {  # name in the table, generate's keywords, column title in the figure (if shown)
+        "mad": (f"mad a={args.a:g} b={args.b:g}", {"sampler": "mad", "sigmas": sigmas} | mad_set, f"MAD a={args.a:g} b={args.b:g}"),
+        "mad-heun": (f"mad-heun a={args.a:g} b={args.b:g}", {"sampler": "mad-heun", "sigmas": sigmas} | mad_set, None),
+        "mad-heun-half": (f"mad-heun a={args.a:g} b={args.b:g}, {args.steps // 2} steps",
+                          {"sampler": "mad-heun", "sigmas": half} | mad_set, None),
+        "auto": ("mad auto", {"sampler": "mad", "sigmas": sigmas} | auto_set,
+                 f"MAD auto (a={a_auto:.2g}, b={b_auto:.2g})"),
+    }
+    variants = [v for v in VARIANTS if v in args.variants]
+    for v in variants:
+        name, kw, _ = variant_runs[v]
+        run(name, tuning, heun, **kw)
 
     # sigma_stop chosen on the tuning seeds by each measure; correlation alone rewards blur
     criteria = {"median_correlation": max, "median_rmse": min, "frechet_clean": min}
-    names = {"early stop": "early stop {:g}", "heun, then D(x0, S)": "heun, then D(x0, {:g})"}
     chosen = {variant: {m: pick(stops, key=lambda s, m=m, name=name: results[name.format(s)][m])
                         for m, pick in criteria.items()} for variant, name in names.items()}
     results["chosen sigma_stop"] = chosen
@@ -159,29 +161,22 @@ def shapes_benchmark(args: argparse.Namespace) -> None:
     heun_h = run("held-out heun", held_out, sampler="heun", sigmas=sigmas)
     stop_h = {}
     for s in sorted(set(chosen["early stop"].values())):
-        stop_h[s] = run(f"held-out early stop {s:g}", held_out, heun_h, sampler="early-stop", sigmas=sigmas,
-                        sigma_stop=s)
+        stop_h[s] = run("held-out " + names["early stop"].format(s), held_out, heun_h, sampler="early-stop",
+                        sigmas=sigmas, sigma_stop=s)
     for s in sorted(set(chosen["heun, then D(x0, S)"].values())):
-        then_denoise(f"held-out heun, then D(x0, {s:g})", heun_h, "held-out heun", s)
+        then_denoise("held-out " + names["heun, then D(x0, S)"].format(s), heun_h, "held-out heun", s)
     columns = [data.noisy[:8], heun_h[:8], stop_h[best_stop][:8]]
-    title = f"noisy data (other draws) | Heun | early stop {best_stop:g}"
-    if "mad" in variants:
-        columns.append(run(f"held-out mad a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad",
-                           sigmas=sigmas, **mad_set)[:8])
-        title += f" | MAD a={args.a:g} b={args.b:g}"
-    if "mad-heun" in variants:
-        run(f"held-out mad-heun a={args.a:g} b={args.b:g}", held_out, heun_h, sampler="mad-heun", sigmas=sigmas,
-            **mad_set)
-    if "mad-heun-half" in variants:
-        run(f"held-out mad-heun a={args.a:g} b={args.b:g}, {args.steps // 2} steps", held_out, heun_h,
-            sampler="mad-heun", sigmas=half, **mad_set)
-    if "auto" in variants:
-        columns.append(run("held-out mad auto", held_out, heun_h, sampler="mad", sigmas=sigmas, **auto_set)[:8])
-        title += f" | MAD auto (a={a_auto:.2g}, b={b_auto:.2g})"
+    titles = ["noisy data (other draws)", "Heun", f"early stop {best_stop:g}"]
+    for v in variants:
+        name, kw, title = variant_runs[v]
+        x = run(f"held-out {name}", held_out, heun_h, **kw)
+        if title is not None:
+            columns.append(x[:8])
+            titles.append(title)
     if "mad" not in variants:
         return save()
     grid = torch.stack([quantise(c) for c in columns], 1).reshape(-1, *shape)  # one row per seed
-    figure = viz.image_grid(grid, out / "side_by_side.png", nrow=len(columns), title=title)
+    figure = viz.image_grid(grid, out / "side_by_side.png", nrow=len(columns), title=" | ".join(titles))
     results["figure"] = str(figure)
     save(figure)
 
